@@ -1,0 +1,1 @@
+"""One module per pipeline stage: ingest, preprocess, train, evaluate, export."""

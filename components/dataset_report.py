@@ -1,0 +1,100 @@
+"""The dataset report that ingest writes: counts, sizes, rejected files, samples.
+
+    dataset_report.write(manifest_frame, rejected_rows, out_dir, source_root)
+
+Writes ``report.md``, ``image_sizes.png`` and ``samples.png`` (a few images
+per class, ground-truth masks outlined in red) into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from components.validation import load_image  # noqa: E402
+
+SAMPLES_PER_CLASS = 4
+
+
+def _counts_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = frame.pivot_table(
+        index="defect_type", columns="split", values="path", aggfunc="count", fill_value=0
+    )
+    table = table.reindex(columns=[c for c in ("train", "val", "test") if c in table.columns])
+    table.loc["total"] = table.sum()
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join([table.index.name or "", *map(str, table.columns)]) + " |"
+    rule = "|" + "---|" * (len(table.columns) + 1)
+    rows = [f"| {idx} | " + " | ".join(str(v) for v in row) + " |" for idx, row in table.iterrows()]
+    return "\n".join([header, rule, *rows])
+
+
+def _size_histogram(frame: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter(frame["width"], frame["height"], s=8, alpha=0.5)
+    ax.set(xlabel="width (px)", ylabel="height (px)", title="Image sizes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _sample_grid(frame: pd.DataFrame, path: Path) -> None:
+    classes = sorted(frame["defect_type"].unique(), key=lambda c: (c != "good", c))
+    fig, axes = plt.subplots(
+        len(classes), SAMPLES_PER_CLASS, figsize=(2 * SAMPLES_PER_CLASS, 2 * len(classes)),
+        squeeze=False,
+    )
+    for row, cls in enumerate(classes):
+        picked = frame[frame["defect_type"] == cls].head(SAMPLES_PER_CLASS)
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col >= len(picked):
+                continue
+            item = picked.iloc[col]
+            ax.imshow(load_image(Path(item["path"]), 3))
+            if item["mask_path"]:
+                mask = np.asarray(Image.open(item["mask_path"]).convert("L")) > 127
+                ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_title(cls if col == 0 else "", fontsize=9, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> dict:
+    """Writes the report files; returns counts to log as metrics."""
+    table = _counts_table(frame)
+    _size_histogram(frame, out / "image_sizes.png")
+    _sample_grid(frame, out / "samples.png")
+    notes = frame[frame["notes"].astype(bool)] if "notes" in frame else frame.iloc[:0]
+    lines = [
+        f"# Dataset report: {root}", "",
+        f"{len(frame)} images accepted, {len(rejected)} set aside.", "",
+        "## Images per split and defect type", "", _markdown(table), "",
+        "## Image sizes", "",
+        f"width {frame['width'].min()}-{frame['width'].max()} px, "
+        f"height {frame['height'].min()}-{frame['height'].max()} px, "
+        f"channels {sorted(frame['channels'].unique().tolist())}", "",
+        "![sizes](image_sizes.png)", "", "## Samples (masks outlined in red)", "",
+        "![samples](samples.png)", "",
+    ]
+    if len(notes):
+        lines += ["## Converted on reading", ""]
+        lines += [f"- `{r.path}`: {r.notes}" for r in notes.itertuples()] + [""]
+    lines += ["## Rejected files", ""]
+    lines += [f"- `{r['path']}`: {r['reason']}" for r in rejected] or ["none"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    counts = {f"n_{split}": int((frame["split"] == split).sum()) for split in ("train", "val", "test")}
+    counts["n_rejected"] = len(rejected)
+    counts["n_test_abnormal"] = int(((frame["split"] == "test") & (frame["label"] == 1)).sum())
+    return counts

@@ -1,0 +1,150 @@
+"""Evaluate: calibrate the scores on validation, set the threshold there, score the test split.
+
+    ganomaly evaluate --config configs/default.yaml --run default
+
+Reads ``artifacts/<run>/preprocess/`` and ``artifacts/<run>/train/model.weights.h5``.
+
+Writes ``artifacts/<run>/evaluate/``:
+- ``metrics.json``: image_auroc, image_ap, f1, precision, recall, threshold,
+  confusion_matrix {tn, fp, fn, tp}, pixel_auroc, aupro (null without
+  masks), n_test_normal, n_test_abnormal, plus f1_oracle (best F1 on the
+  test set itself, for comparison with published figures only).
+- ``auroc_per_defect_type.json``: each defect type against the test normals.
+- ``scores.csv``: per test image its scores and decision.
+- ``model.weights.h5`` and ``scoring.json``: the weights with the score
+  standardisation frozen in, the threshold and the statistics (export uses them).
+- ``report.md``, ``roc.png``, ``score_histogram.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from components import evaluation_report
+from components.preprocess import read_split
+from components.train import build_model
+from models import metrics
+from pipeline import artifacts
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+BATCH_SIZE = 64
+
+
+def score_split(model, preprocess_dir: Path, split: str) -> dict:
+    """Runs the model over one split; returns numpy arrays of scores, maps and labels."""
+    columns: dict[str, list] = {k: [] for k in (
+        "score", "latent", "residual", "anomaly_map", "mask", "roi", "label", "defect_type", "path",
+    )}
+    for batch in read_split(preprocess_dir, split).batch(BATCH_SIZE):
+        out = model.score(batch["image"])
+        for key in ("score", "latent", "residual", "anomaly_map"):
+            columns[key].append(ops.convert_to_numpy(out[key]))
+        for key in ("mask", "roi", "label"):
+            columns[key].append(batch[key].numpy())
+        columns["defect_type"] += [v.decode() for v in batch["defect_type"].numpy()]
+        columns["path"] += [v.decode() for v in batch["path"].numpy()]
+    return {
+        key: np.concatenate(value) if key not in ("defect_type", "path") else np.array(value)
+        for key, value in columns.items()
+    }
+
+
+def choose_threshold(config: Config, val: dict) -> tuple[float, str]:
+    """The decision threshold from the validation split only; returns (value, how)."""
+    method = config.threshold.method
+    if method == "fixed":
+        return config.threshold.value, "fixed"
+    if method == "f1":
+        if not (val["label"] == 1).any():
+            raise PipelineError(
+                "threshold.method f1 needs defective validation images: "
+                "set data.val_abnormal_fraction > 0, or use threshold.method quantile"
+            )
+        threshold, _ = metrics.best_f1_threshold(val["label"], val["score"])
+        return threshold, "best F1 on validation"
+    normals = val["score"][val["label"] == 0]
+    q = config.threshold.quantile
+    return metrics.quantile_threshold(normals, q), f"{q:g} quantile of validation normals"
+
+
+def pixel_metrics(test: dict) -> dict:
+    """pixel_auroc and aupro over the test images, inside the ROI; null without masks."""
+    has_masks = test["mask"][test["label"] == 1].any()
+    if not has_masks:
+        return {"pixel_auroc": None, "aupro": None}
+    masks, maps, roi = test["mask"] > 0, test["anomaly_map"], test["roi"] > 0
+    return {
+        "pixel_auroc": metrics.pixel_auroc(masks, maps, roi=roi),
+        "aupro": metrics.aupro(masks, maps, roi=roi),
+    }
+
+
+def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
+    """The image-level metrics at ``threshold``, and the AUROC per defect type."""
+    labels, scores = test["label"], test["score"]
+    report = metrics.classification_report(labels, scores, threshold)
+    _, f1_oracle = metrics.best_f1_threshold(labels, scores)
+    per_type = {}
+    for defect in sorted(set(test["defect_type"][labels == 1])):
+        keep = (labels == 0) | (test["defect_type"] == defect)
+        per_type[defect] = metrics.image_auroc(labels[keep], scores[keep])
+    return {
+        "image_auroc": metrics.image_auroc(labels, scores),
+        "image_ap": metrics.image_ap(labels, scores),
+        "f1": report["f1"], "precision": report["precision"], "recall": report["recall"],
+        "threshold": float(threshold), "confusion_matrix": report["confusion_matrix"],
+        "f1_oracle": f1_oracle,
+    }, per_type
+
+
+def run(config: Config, run_path: Path) -> None:
+    import mlflow  # noqa: PLC0415
+
+    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
+    train_dir = artifacts.require_stage(run_path, "train")
+    model = build_model(config)
+    model.load_weights(str(train_dir / "model.weights.h5"))
+    val_normals = read_split(preprocess_dir, "val").filter(lambda ex: ex["label"] == 0)
+    stats = model.calibrate(val_normals.map(lambda ex: ex["image"]).batch(BATCH_SIZE))
+    val = score_split(model, preprocess_dir, "val")
+    threshold, how = choose_threshold(config, val)
+    test = score_split(model, preprocess_dir, "test")
+    result, per_type = image_metrics(test, threshold)
+    result.update(pixel_metrics(test))
+    result["n_test_normal"] = int((test["label"] == 0).sum())
+    result["n_test_abnormal"] = int((test["label"] == 1).sum())
+    with artifacts.stage_output(run_path, "evaluate") as out:
+        model.save_weights(str(out / "model.weights.h5"))
+        scoring = {"threshold": float(threshold), "threshold_method": how,
+                   "score_kind": config.score.kind, "stats": stats}
+        (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        (out / "auroc_per_defect_type.json").write_text(json.dumps(per_type, indent=2))
+        pd.DataFrame({
+            "path": test["path"], "label": test["label"], "defect_type": test["defect_type"],
+            "score": test["score"], "latent": test["latent"], "residual": test["residual"],
+            "is_anomaly": (test["score"] >= threshold).astype(int),
+        }).to_csv(out / "scores.csv", index=False)
+        evaluation_report.write(result, per_type, how, test, out)
+        mlflow.log_metrics(_loggable(result, per_type))
+        mlflow.log_artifacts(str(out), artifact_path="evaluate")
+    print(
+        f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at "
+        f"threshold {threshold:.3f} ({how})", flush=True,
+    )
+
+
+def _loggable(result: dict, per_type: dict) -> dict[str, float]:
+    """Flattens metrics.json into MLflow metrics (nulls left out)."""
+    flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
+    flat.update({f"cm_{k}": v for k, v in result["confusion_matrix"].items()})
+    flat.update({
+        f"auroc_{k}": v for k, v in per_type.items() if v is not None
+    })
+    return flat

@@ -1,0 +1,158 @@
+"""Ingest: list, open and check every image of a dataset; split it; write the manifest.
+
+    ganomaly ingest --config configs/default.yaml --run default
+
+Reads: ``data.source``, a dataset folder (MVTec AD, original GANomaly,
+``normal/``+``abnormal/`` folders), a CSV file, or a built-in dataset
+(``synthetic:valve-seats``, ``mnist:<digit>``, ``elpv``) generated under
+``data/``. The source is only read, never written.
+
+Writes ``artifacts/<run>/ingest/``:
+- ``manifest.csv``: path, split (train/val/test), label, defect_type,
+  mask_path, sha256, width, height, channels; one row per accepted image.
+- ``rejected.csv``: files set aside with ``data.on_bad_file: skip``, and why.
+- ``report.md`` and PNGs: the dataset report.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.sources import layouts
+from components.validation import BadFile, find_leaks, inspect_image, inspect_mask
+from pipeline import artifacts
+from pipeline.config import Config
+from pipeline.errors import DataError
+
+MANIFEST_COLUMNS = [
+    "path", "split", "label", "defect_type", "mask_path", "sha256", "width", "height", "channels",
+]
+DATA_DIR = Path(os.environ.get("GANOMALY_DATA_DIR", "data"))
+# Share of the normals held out for test when a layout has no split of its own.
+UNSPLIT_TEST_FRACTION = 0.2
+
+
+def materialize_source(config: Config) -> Path:
+    """The dataset folder of ``data.source``, generating a built-in one if needed."""
+    source, data = config.data.source, config.data
+    if source == "synthetic:valve-seats":
+        from components.sources import valve_seats  # noqa: PLC0415
+
+        name = f"valve-seats-s{data.seed}-n{data.synthetic_train}-{data.synthetic_test}"
+        return valve_seats.generate(
+            DATA_DIR / f"{name}-{data.synthetic_size}", data.synthetic_train,
+            data.synthetic_test, size=data.synthetic_size, seed=data.seed,
+        )
+    if source.startswith("mnist:"):
+        from components.sources import mnist  # noqa: PLC0415
+
+        digit = source.partition(":")[2]
+        if not digit.isdigit():
+            raise DataError(f"data.source {source!r}: expected mnist:<digit 0-9>")
+        return mnist.generate(DATA_DIR / f"mnist-{digit}-s{data.seed}", int(digit), seed=data.seed)
+    if source == "elpv":
+        from components.sources import elpv  # noqa: PLC0415
+
+        try:
+            return elpv.generate(DATA_DIR / f"elpv-s{data.seed}", seed=data.seed)
+        except ImportError as err:
+            raise DataError(str(err)) from None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: data.source does not exist")
+    return path
+
+
+def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
+    """One manifest row, or ``{"path", "reason"}`` for a rejected file."""
+    try:
+        info = inspect_image(record.path, root, config.data.max_pixels)
+        if record.mask_path is not None:
+            inspect_mask(record.mask_path, info, record.path)
+        elif record.label == 1 and record.masks_promised:
+            raise BadFile(record.path, "defective image without its mask")
+    except BadFile as bad:
+        return {"path": str(bad.path), "reason": bad.reason}
+    return {
+        "path": str(record.path), "split": record.split, "label": record.label,
+        "defect_type": record.defect_type,
+        "mask_path": str(record.mask_path) if record.mask_path else "",
+        "sha256": info.sha256, "width": info.width, "height": info.height,
+        "channels": info.channels, "notes": "; ".join(info.notes),
+    }
+
+
+def inspect_all(records: list[layouts.Record], root: Path, config: Config):
+    """Opens every file in parallel; returns (accepted rows, rejected rows)."""
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        rows = list(pool.map(lambda r: _inspect(r, root, config), records))
+    accepted = [row for row in rows if "reason" not in row]
+    rejected = [row for row in rows if "reason" in row]
+    leaks = find_leaks([(Path(r["path"]), r["split"], r["sha256"]) for r in accepted])
+    leaked = {str(test_path) for _, test_path in leaks}
+    for train_path, test_path in leaks:
+        rejected.append({"path": str(test_path), "reason": f"same file as {train_path} in train"})
+    accepted = [row for row in accepted if row["path"] not in leaked]
+    return accepted, rejected
+
+
+def assign_splits(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Carves validation (and test, for unsplit layouts) out of the data, seeded."""
+    rng = np.random.default_rng(config.data.seed)
+    frame = frame.sort_values("path").reset_index(drop=True)
+    unsplit = frame["split"] == ""
+    if unsplit.any():
+        normals = frame.index[unsplit & (frame["label"] == 0)].to_numpy()
+        test_count = int(round(UNSPLIT_TEST_FRACTION * len(normals)))
+        frame.loc[rng.permutation(normals)[:test_count], "split"] = "test"
+        frame.loc[unsplit & (frame["split"] == "") & (frame["label"] == 0), "split"] = "train"
+        frame.loc[unsplit & (frame["label"] == 1), "split"] = "test"
+    frame.loc[(frame["split"] == "train") & (frame["label"] == 1), "split"] = "test"
+    train = frame.index[frame["split"] == "train"].to_numpy()
+    val_count = int(round(config.data.val_fraction * len(train)))
+    if config.data.val_fraction > 0:
+        val_count = max(1, val_count)
+    frame.loc[rng.permutation(train)[:val_count], "split"] = "val"
+    if config.data.val_abnormal_fraction > 0:
+        for _, group in frame[(frame["split"] == "test") & (frame["label"] == 1)].groupby(
+            "defect_type"
+        ):
+            count = int(round(config.data.val_abnormal_fraction * len(group)))
+            frame.loc[rng.permutation(group.index.to_numpy())[:count], "split"] = "val"
+    return frame
+
+
+def _check_splits(frame: pd.DataFrame, source: Path) -> None:
+    for split in ("train", "val", "test"):
+        if not (frame["split"] == split).any():
+            raise DataError(f"{source}: no images left for the {split} split")
+
+
+def run(config: Config, run_path: Path) -> None:
+    import mlflow  # noqa: PLC0415
+
+    from components import dataset_report  # noqa: PLC0415
+
+    root = materialize_source(config)
+    records = layouts.list_records(root, config.data.layout)
+    accepted, rejected = inspect_all(records, root if root.is_dir() else root.parent, config)
+    if rejected and config.data.on_bad_file == "strict":
+        lines = [f"{row['path']}: {row['reason']}" for row in rejected]
+        raise DataError(
+            f"{len(rejected)} bad file(s) (set data.on_bad_file: skip to set them aside):\n"
+            + "\n".join(lines)
+        )
+    frame = assign_splits(pd.DataFrame(accepted, columns=[*MANIFEST_COLUMNS, "notes"]), config)
+    _check_splits(frame, root)
+    with artifacts.stage_output(run_path, "ingest") as out:
+        frame[MANIFEST_COLUMNS].to_csv(out / "manifest.csv", index=False)
+        pd.DataFrame(rejected, columns=["path", "reason"]).to_csv(out / "rejected.csv", index=False)
+        counts = dataset_report.write(frame, rejected, out, root)
+        mlflow.log_metrics(counts)
+        mlflow.log_artifacts(str(out), artifact_path="ingest")
+    print(f"[ingest] {len(frame)} images from {root}, {len(rejected)} set aside", flush=True)

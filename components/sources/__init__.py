@@ -1,0 +1,1 @@
+"""Dataset sources that ingest reads: folder layouts and built-in datasets."""

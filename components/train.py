@@ -1,0 +1,106 @@
+"""Train: fit GANomaly on the training normals; keep the epoch best on validation.
+
+    ganomaly train --config configs/default.yaml --run default
+
+Reads ``artifacts/<run>/preprocess/`` (the train and val splits).
+
+Writes ``artifacts/<run>/train/``:
+- ``model.weights.h5``: the weights of the epoch with the lowest validation
+  reconstruction loss (``val_con_loss``, on validation normals only; the
+  test split is never looked at).
+- ``checkpoints/last.weights.h5``: the latest epoch, rewritten every epoch.
+- ``model.json``: the model's ``get_config()``.
+- ``history.csv``: losses per epoch (train and ``val_`` ones).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from components.preprocess import read_split
+from models.ganomaly import GANomaly
+from pipeline import artifacts
+from pipeline.config import Config
+
+SELECTION_METRIC = "val_con_loss"
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's losses and validation metrics to the active MLflow run."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        import mlflow  # noqa: PLC0415
+
+        metrics = {key: float(value) for key, value in (logs or {}).items()}
+        mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+def build_model(config: Config) -> GANomaly:
+    """The GANomaly that ``config`` describes (weights freshly initialised)."""
+    return GANomaly(
+        isize=config.preprocess.isize, channels=config.preprocess.channels, nz=config.model.nz,
+        ngf=config.model.ngf, ndf=config.model.ndf, extra_layers=config.model.extra_layers,
+        score_kind=config.score.kind, smoothing_sigma=config.score.smoothing_sigma,
+        topk_fraction=config.score.topk_fraction, seed=config.train.seed,
+    )
+
+
+def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):
+    data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
+    data = data.map(lambda ex: ex["image"]).cache()
+    if shuffle_seed is not None:
+        data = data.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augment(images):
+    # Only flips: the parts' geometry is otherwise fixed by the fixture.
+    return tf.image.random_flip_left_right(tf.image.random_flip_up_down(images))
+
+
+def run(config: Config, run_path: Path) -> None:
+    import mlflow  # noqa: PLC0415
+
+    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
+    keras.utils.set_random_seed(config.train.seed)
+    train = _images(preprocess_dir, "train", config.train.batch_size, config.train.seed)
+    if config.train.augment:
+        train = train.map(_augment)
+    val = _images(preprocess_dir, "val", config.train.batch_size, None)
+    model = build_model(config)
+    t = config.train
+    model.compile(
+        g_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
+        d_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
+        w_adv=t.w_adv, w_con=t.w_con, w_enc=t.w_enc,
+    )
+    with artifacts.stage_output(run_path, "train") as out:
+        (out / "checkpoints").mkdir()
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(
+                str(out / "model.weights.h5"), monitor=SELECTION_METRIC, mode="min",
+                save_best_only=True, save_weights_only=True,
+            ),
+            keras.callbacks.ModelCheckpoint(
+                str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
+            ),
+            keras.callbacks.CSVLogger(str(out / "history.csv")),
+            MlflowEpochLogger(),
+        ]
+        start = time.time()
+        history = model.fit(train, validation_data=val, epochs=t.epochs, callbacks=callbacks,
+                            verbose=2)
+        seconds = time.time() - start
+        best = min(history.history[SELECTION_METRIC])
+        best_epoch = history.history[SELECTION_METRIC].index(best) + 1
+        (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
+        summary = {"train_seconds": seconds, "best_epoch": best_epoch, f"best_{SELECTION_METRIC}": best}
+        (out / "train.json").write_text(json.dumps(summary, indent=2))
+        mlflow.log_metrics(summary)
+        mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
+    print(f"[train] {t.epochs} epochs in {seconds:.0f} s; best epoch {best_epoch}", flush=True)

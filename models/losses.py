@@ -1,0 +1,42 @@
+"""GANomaly's losses as pure functions of tensors.
+
+    from models import losses
+    g_loss = losses.generator_loss(adv, con, enc, w_adv=1, w_con=50, w_enc=1)
+
+Each returns a scalar averaged over the batch and the elements, as the
+original PyTorch code does (``nn.L1Loss``, ``l2_loss``, ``nn.BCELoss``).
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def adversarial_loss(real_features, fake_features):
+    """Feature matching: mean squared distance of the discriminator's features."""
+    return ops.mean(ops.square(real_features - fake_features))
+
+
+def contextual_loss(images, reconstructions):
+    """Mean absolute (L1) difference between image and reconstruction."""
+    return ops.mean(ops.abs(images - reconstructions))
+
+
+def encoder_loss(latent_i, latent_o):
+    """Mean squared (L2) difference between the two latent codes."""
+    return ops.mean(ops.square(latent_i - latent_o))
+
+
+def generator_loss(adv, con, enc, w_adv: float = 1.0, w_con: float = 50.0, w_enc: float = 1.0):
+    """The paper's weighted sum ``w_adv * adv + w_con * con + w_enc * enc``."""
+    return w_adv * adv + w_con * con + w_enc * enc
+
+
+def _bce_with_logits(logits, target: float):
+    labels = ops.full_like(logits, target)
+    return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Binary cross-entropy, real -> 1 and reconstruction -> 0, averaged."""
+    return 0.5 * (_bce_with_logits(real_logits, 1.0) + _bce_with_logits(fake_logits, 0.0))

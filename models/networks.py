@@ -1,0 +1,141 @@
+"""GANomaly's networks as pure Keras builders (DCGAN-style, any isize).
+
+    from models.networks import build_generator, build_discriminator
+    generator = build_generator(isize=64, channels=1, nz=100, ngf=64)
+
+The layout follows the original PyTorch code (samet-akcay/ganomaly): the
+encoder halves the image with 4x4 stride-2 convolutions until it is 4x4, then
+a 4x4 valid convolution gives the 1x1 latent; the decoder mirrors it with
+transposed convolutions. Weights start at N(0, 0.02), batch-norm scales at
+N(1, 0.02), as the paper's ``weights_init`` does.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), so the
+# running statistics used at inference move as in the original.
+_BN_KWARGS = {"momentum": 0.9, "epsilon": 1e-5}
+
+
+def _check_isize(isize: int) -> None:
+    if isize < 32 or isize % 16:
+        raise ValueError(f"isize must be a multiple of 16 of at least 32, got {isize!r}")
+
+
+def _conv_init() -> keras.initializers.Initializer:
+    # A fresh initializer per layer: a shared one would give same-shaped
+    # layers identical weights.
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+def _batch_norm() -> layers.BatchNormalization:
+    return layers.BatchNormalization(
+        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02), **_BN_KWARGS
+    )
+
+
+def _conv(filters: int, kernel: int, strides: int, padding: str) -> layers.Conv2D:
+    return layers.Conv2D(
+        filters, kernel, strides=strides, padding=padding, use_bias=False,
+        kernel_initializer=_conv_init(),
+    )
+
+
+def _deconv(filters: int, kernel: int, strides: int, padding: str) -> layers.Conv2DTranspose:
+    return layers.Conv2DTranspose(
+        filters, kernel, strides=strides, padding=padding, use_bias=False,
+        kernel_initializer=_conv_init(),
+    )
+
+
+def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
+    """Downsamples ``x`` to a 4x4 feature map; returns it and its channel count."""
+    x = _conv(ndf, 4, 2, "same")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    size, channels = isize // 2, ndf
+    for _ in range(extra_layers):
+        x = _conv(channels, 3, 1, "same")(x)
+        x = _batch_norm()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    while size > 4:
+        channels *= 2
+        size //= 2
+        x = _conv(channels, 4, 2, "same")(x)
+        x = _batch_norm()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    return x
+
+
+def build_encoder(
+    isize: int, channels: int, nz: int, ndf: int, extra_layers: int = 0, name: str = "encoder"
+) -> keras.Model:
+    """Image ``[B, isize, isize, C]`` -> latent ``[B, nz]``."""
+    _check_isize(isize)
+    image = keras.Input((isize, isize, channels))
+    x = _encoder_trunk(image, isize, ndf, extra_layers)
+    x = _conv(nz, 4, 1, "valid")(x)
+    latent = layers.Flatten()(x)
+    return keras.Model(image, latent, name=name)
+
+
+def build_decoder(
+    isize: int, channels: int, nz: int, ngf: int, extra_layers: int = 0, name: str = "decoder"
+) -> keras.Model:
+    """Latent ``[B, nz]`` -> image ``[B, isize, isize, C]`` in [-1, 1]."""
+    _check_isize(isize)
+    filters, size = ngf // 2, 4
+    while size != isize:
+        filters *= 2
+        size *= 2
+    latent = keras.Input((nz,))
+    x = layers.Reshape((1, 1, nz))(latent)
+    x = _deconv(filters, 4, 1, "valid")(x)  # 1x1 -> 4x4
+    x = _batch_norm()(x)
+    x = layers.ReLU()(x)
+    size = 4
+    while size < isize // 2:
+        filters //= 2
+        size *= 2
+        x = _deconv(filters, 4, 2, "same")(x)
+        x = _batch_norm()(x)
+        x = layers.ReLU()(x)
+    for _ in range(extra_layers):
+        x = _conv(filters, 3, 1, "same")(x)
+        x = _batch_norm()(x)
+        x = layers.ReLU()(x)
+    x = _deconv(channels, 4, 2, "same")(x)
+    image = layers.Activation("tanh")(x)
+    return keras.Model(latent, image, name=name)
+
+
+def build_generator(
+    isize: int, channels: int, nz: int = 100, ngf: int = 64, extra_layers: int = 0
+) -> keras.Model:
+    """Encoder -> decoder -> encoder: image -> (reconstruction, latent_i, latent_o)."""
+    encoder1 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder1")
+    decoder = build_decoder(isize, channels, nz, ngf, extra_layers, name="decoder")
+    encoder2 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder2")
+    image = keras.Input((isize, isize, channels))
+    latent_i = encoder1(image)
+    reconstruction = decoder(latent_i)
+    latent_o = encoder2(reconstruction)
+    return keras.Model(image, [reconstruction, latent_i, latent_o], name="generator")
+
+
+def build_discriminator(
+    isize: int, channels: int, ndf: int = 64, extra_layers: int = 0
+) -> keras.Model:
+    """Image -> (real/fake logit ``[B]``, features ``[B, 4, 4, F]``).
+
+    The features (the last map before the classifier) feed the adversarial
+    feature-matching loss; the logit feeds the discriminator's BCE.
+    """
+    _check_isize(isize)
+    image = keras.Input((isize, isize, channels))
+    features = _encoder_trunk(image, isize, ndf, extra_layers)
+    logit = layers.Flatten()(_conv(1, 4, 1, "valid")(features))
+    logit = layers.Reshape(())(logit)
+    return keras.Model(image, [logit, features], name="discriminator")

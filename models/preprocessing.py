@@ -1,0 +1,89 @@
+"""The one preprocessing function, run by the preprocess stage and by the SavedModel.
+
+    from models.preprocessing import preprocess
+    images, roi = preprocess(raw_images, spec)   # spec: the `preprocess` config as a dict
+
+Both training data and served images go through ``preprocess`` (TFX's
+``preprocessing_fn`` idea), so the two cannot drift apart. In order:
+resize to ``isize`` (squash, letterbox or center_crop), CLAHE contrast
+(optional), a region of interest (a fixed box, or an annulus around a circle
+found in each image) and scaling to [-1, 1]. Everything is TensorFlow ops.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+TF_DECODABLE = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """Encoded PNG/JPEG/BMP/GIF bytes -> float32 ``[H, W, channels]`` in [0, 255]."""
+    image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8, expand_animations=False)
+    return tf.cast(image, tf.float32)
+
+
+def _resize(images: tf.Tensor, isize: int, mode: str) -> tf.Tensor:
+    if mode == "letterbox":
+        return tf.image.resize_with_pad(images, isize, isize, antialias=True)
+    if mode == "center_crop":
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        side = tf.minimum(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        images = images[:, top : top + side, left : left + side, :]
+    return tf.image.resize(images, (isize, isize), antialias=True)
+
+
+def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:
+    """``[B, H, W, 1]`` float mask of the region of interest, or None for no ROI."""
+    from models import roi  # noqa: PLC0415 - only configs with a ROI need it
+
+    isize = spec["isize"]
+    if spec["roi"] == "box":
+        mask = roi.box_mask((isize, isize), tuple(spec["roi_box"]))
+        return tf.broadcast_to(mask, tf.concat([tf.shape(images)[:1], [isize, isize, 1]], 0))
+    if spec["roi"] == "circle":
+        gray = tf.reduce_mean(images, axis=-1)
+        r_min, r_max = spec["roi_radius_range"]
+        cy, cx, radius = roi.find_circle(gray, r_min, r_max)
+        return roi.annulus_mask((isize, isize), cy, cx, radius, spec["roi_inner"], spec["roi_outer"])
+    return None
+
+
+def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    """Raw images to the model's input.
+
+    Args:
+        images: float32 ``[B, H, W, C]`` in [0, 255], C as ``spec["channels"]``.
+        spec: the ``preprocess`` config section as a dict (``isize``,
+            ``channels``, ``resize``, ``clahe``, ``clahe_clip``,
+            ``clahe_tiles``, ``roi`` and its options).
+
+    Returns:
+        ``(images [B, isize, isize, C] in [-1, 1], roi [B, isize, isize, 1])``;
+        the ROI mask is all ones when no region of interest is configured.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    images = _resize(images, spec["isize"], spec["resize"])
+    images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
+    if spec["clahe"]:
+        from models.clahe import clahe  # noqa: PLC0415 - only configs with CLAHE need it
+
+        images = clahe(images, spec["clahe_clip"], spec["clahe_tiles"])
+    mask = _roi_mask(images, spec)
+    if mask is None:
+        mask = tf.ones_like(images[..., :1])
+    else:
+        images = images * mask
+    return images * 2.0 - 1.0, mask
+
+
+def resize_mask(mask, spec: dict):
+    """A ground-truth mask ``[H, W]`` through the same geometry as its image.
+
+    Returns a uint8 ``[isize, isize]`` array of 0/1 (numpy), so pixel metrics
+    compare maps and masks on the same grid.
+    """
+    mask = tf.convert_to_tensor(mask, tf.float32)[None, :, :, None]
+    small = _resize(mask, spec["isize"], spec["resize"])
+    return (small[0, :, :, 0].numpy() > 0.5).astype("uint8")

@@ -1,0 +1,1 @@
+"""Configuration, command line and wiring of the GANomaly pipeline stages."""

@@ -1,0 +1,260 @@
+"""Experiment configuration: one YAML file read into typed dataclasses.
+
+    ganomaly train --config configs/default.yaml --set train.epochs=3
+
+Every key of the YAML and of each ``--set key=value`` override is checked
+against the dataclasses below; an unknown key or a value of the wrong type is
+a ``ConfigError`` whose one-line message names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    source: str = "synthetic:valve-seats"
+    layout: str = "auto"  # auto | mvtec | ganomaly | folders | csv
+    name: str = ""  # experiment name; derived from the source when empty
+    val_fraction: float = 0.15
+    val_abnormal_fraction: float = 0.0
+    seed: int = 0
+    on_bad_file: str = "strict"  # strict | skip
+    max_pixels: int = 100_000_000
+    synthetic_train: int = 320  # images of the built-in dataset's train/good
+    synthetic_test: int = 40  # test images per class of the built-in dataset
+    synthetic_size: int = 128
+
+
+@dataclass
+class PreprocessConfig:
+    """The one preprocessing function, shared by training and serving."""
+
+    isize: int = 64
+    channels: int = 1
+    resize: str = "squash"  # squash | letterbox | center_crop
+    clahe: bool = False
+    clahe_clip: float = 3.0
+    clahe_tiles: int = 8
+    roi: str = "none"  # none | box | circle
+    roi_box: list = field(default_factory=lambda: [0.0, 0.0, 1.0, 1.0])  # y0 x0 y1 x1
+    roi_radius_range: list = field(default_factory=lambda: [0.3, 0.5])  # of the short side
+    roi_inner: float = 0.0  # annulus, as a fraction of the found radius
+    roi_outer: float = 1.0
+    shard_images: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    """GANomaly networks (DCGAN-style, paper defaults)."""
+
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    extra_layers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation; the loss weights and Adam settings are the paper's."""
+
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 2e-4
+    beta1: float = 0.5
+    w_adv: float = 1.0
+    w_con: float = 50.0
+    w_enc: float = 1.0
+    seed: int = 0
+    augment: bool = False
+
+
+@dataclass
+class ScoreConfig:
+    """How an image (and each pixel) is scored."""
+
+    kind: str = "latent"  # latent | residual | combined
+    smoothing_sigma: float = 1.0  # Gaussian blur of the residual map, in pixels at isize
+    topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
+
+
+@dataclass
+class ThresholdConfig:
+    """Where the anomaly/normal decision is made."""
+
+    method: str = "quantile"  # f1 | quantile | fixed
+    quantile: float = 0.99
+    value: float = 0.0
+
+
+@dataclass
+class EvaluateConfig:
+    """Localization settings of the evaluation."""
+
+    min_region_area: int = 16  # pixels at the original size
+    gallery_size: int = 8
+
+
+@dataclass
+class ExportConfig:
+    """SavedModel layout for TensorFlow Serving."""
+
+    model_name: str = "ganomaly"
+    version: int = 1
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, object]:
+        """``{"train.epochs": 15, ...}``, the form logged as MLflow params."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    def digest(self, sections: typing.Iterable[str] | None = None) -> str:
+        """A short hash of the given sections (all by default)."""
+        d = self.to_dict()
+        picked = {s: d[s] for s in (sections or d)}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+
+    def experiment_name(self) -> str:
+        if self.data.name:
+            return self.data.name
+        source = self.data.source.rstrip("/")
+        if ":" in source and not Path(source).exists():
+            return source.replace(":", "-")
+        return Path(source).name or "dataset"
+
+
+# The choices of string options, checked at load time.
+CHOICES = {
+    "data.layout": {"auto", "mvtec", "ganomaly", "folders", "csv"},
+    "data.on_bad_file": {"strict", "skip"},
+    "preprocess.resize": {"squash", "letterbox", "center_crop"},
+    "preprocess.roi": {"none", "box", "circle"},
+    "score.kind": {"latent", "residual", "combined"},
+    "threshold.method": {"f1", "quantile", "fixed"},
+}
+
+
+def _coerce(key: str, value: object, annotation: object) -> object:
+    """Checks ``value`` against a field's type; ints are accepted for floats."""
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(
+        annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    )
+    if kind is None:
+        raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _apply(config: Config, key: str, value: object) -> None:
+    section_name, _, name = key.partition(".")
+    section = getattr(config, section_name, None) if section_name in Config.__annotations__ else None
+    if section is None or not name:
+        raise ConfigError(f"unknown config key {key!r}")
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if name not in fields:
+        raise ConfigError(f"unknown config key {key!r}")
+    value = _coerce(key, value, fields[name].type)
+    allowed = CHOICES.get(key)
+    if allowed and value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {sorted(allowed)}")
+    setattr(section, name, value)
+
+
+def _validate(config: Config) -> None:
+    p = config.preprocess
+    if p.isize < 32 or p.isize % 16:
+        raise ConfigError(f"preprocess.isize: {p.isize} is not a multiple of 16 of at least 32")
+    if p.channels not in (1, 3):
+        raise ConfigError(f"preprocess.channels: {p.channels} is not 1 or 3")
+    if not 0.0 <= config.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: {config.data.val_fraction} is not in [0, 1)")
+    if not 0.0 <= config.data.val_abnormal_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_abnormal_fraction: {config.data.val_abnormal_fraction} is not in [0, 1)"
+        )
+    if config.train.epochs < 1 or config.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if not 0.0 < config.threshold.quantile < 1.0:
+        raise ConfigError(f"threshold.quantile: {config.threshold.quantile} is not in (0, 1)")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Reads a YAML config file and applies ``key=value`` overrides.
+
+    Args:
+        path: the YAML file, or None for the defaults.
+        overrides: strings like ``"train.epochs=3"``.
+
+    Returns:
+        The checked Config.
+
+    Raises:
+        ConfigError: with a one-line message naming the file or key.
+    """
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} is not a mapping")
+            for name, value in values.items():
+                _apply(config, f"{section}.{name}", value)
+    for text in overrides:
+        _apply(config, *parse_override(text))
+    _validate(config)
+    return config
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+

@@ -1,0 +1,13 @@
+"""Errors a user can fix: the CLI prints their message on one line, no traceback."""
+
+
+class PipelineError(Exception):
+    """A problem with the user's input, shown as one line per problem."""
+
+
+class ConfigError(PipelineError):
+    """An unknown key, a wrong type or an invalid value in the config."""
+
+
+class DataError(PipelineError):
+    """Bad or missing input files; the message names each file and its problem."""
