@@ -1,6 +1,6 @@
 """Packaging for the GANomaly inspection pipeline.
 
-    pip install -e '.[dev]'      # what `make train` and `make test` run for you
+pip install -e '.[dev]'      # what `make train` and `make test` run for you
 """
 
 from setuptools import find_packages, setup
@@ -28,7 +28,12 @@ setup(
     extras_require={
         "gpu": ["tensorflow==2.21.0"],
         "elpv": ["elpv-dataset>=1.0"],
-        "dev": ["pytest>=8,<10", "ruff>=0.6", "scikit-image>=0.22,<1"],
+        "dev": [
+            "pytest>=8,<10",
+            "ruff>=0.6",
+            "scikit-image>=0.22,<1",
+            "opencv-python-headless>=4.8",
+        ],
     },
     entry_points={"console_scripts": ["ganomaly=pipeline.cli:main"]},
 )

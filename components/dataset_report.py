@@ -51,7 +51,9 @@ def _size_histogram(frame: pd.DataFrame, path: Path) -> None:
 def _sample_grid(frame: pd.DataFrame, path: Path) -> None:
     classes = sorted(frame["defect_type"].unique(), key=lambda c: (c != "good", c))
     fig, axes = plt.subplots(
-        len(classes), SAMPLES_PER_CLASS, figsize=(2 * SAMPLES_PER_CLASS, 2 * len(classes)),
+        len(classes),
+        SAMPLES_PER_CLASS,
+        figsize=(2 * SAMPLES_PER_CLASS, 2 * len(classes)),
         squeeze=False,
     )
     for row, cls in enumerate(classes):
@@ -78,15 +80,26 @@ def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> d
     _sample_grid(frame, out / "samples.png")
     notes = frame[frame["notes"].astype(bool)] if "notes" in frame else frame.iloc[:0]
     lines = [
-        f"# Dataset report: {root}", "",
-        f"{len(frame)} images accepted, {len(rejected)} set aside.", "",
-        "## Images per split and defect type", "", _markdown(table), "",
-        "## Image sizes", "",
+        f"# Dataset report: {root}",
+        "",
+        f"{len(frame)} images accepted, {len(rejected)} set aside.",
+        "",
+        "## Images per split and defect type",
+        "",
+        _markdown(table),
+        "",
+        "## Image sizes",
+        "",
         f"width {frame['width'].min()}-{frame['width'].max()} px, "
         f"height {frame['height'].min()}-{frame['height'].max()} px, "
-        f"channels {sorted(frame['channels'].unique().tolist())}", "",
-        "![sizes](image_sizes.png)", "", "## Samples (masks outlined in red)", "",
-        "![samples](samples.png)", "",
+        f"channels {sorted(frame['channels'].unique().tolist())}",
+        "",
+        "![sizes](image_sizes.png)",
+        "",
+        "## Samples (masks outlined in red)",
+        "",
+        "![samples](samples.png)",
+        "",
     ]
     if len(notes):
         lines += ["## Converted on reading", ""]
@@ -94,7 +107,9 @@ def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> d
     lines += ["## Rejected files", ""]
     lines += [f"- `{r['path']}`: {r['reason']}" for r in rejected] or ["none"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    counts = {f"n_{split}": int((frame["split"] == split).sum()) for split in ("train", "val", "test")}
+    counts = {
+        f"n_{split}": int((frame["split"] == split).sum()) for split in ("train", "val", "test")
+    }
     counts["n_rejected"] = len(rejected)
     counts["n_test_abnormal"] = int(((frame["split"] == "test") & (frame["label"] == 1)).sum())
     return counts

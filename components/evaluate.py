@@ -38,9 +38,20 @@ BATCH_SIZE = 64
 
 def score_split(model, preprocess_dir: Path, split: str) -> dict:
     """Runs the model over one split; returns numpy arrays of scores, maps and labels."""
-    columns: dict[str, list] = {k: [] for k in (
-        "score", "latent", "residual", "anomaly_map", "mask", "roi", "label", "defect_type", "path",
-    )}
+    columns: dict[str, list] = {
+        k: []
+        for k in (
+            "score",
+            "latent",
+            "residual",
+            "anomaly_map",
+            "mask",
+            "roi",
+            "label",
+            "defect_type",
+            "path",
+        )
+    }
     for batch in read_split(preprocess_dir, split).batch(BATCH_SIZE):
         out = model.score(batch["image"])
         for key in ("score", "latent", "residual", "anomaly_map"):
@@ -97,8 +108,11 @@ def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
     return {
         "image_auroc": metrics.image_auroc(labels, scores),
         "image_ap": metrics.image_ap(labels, scores),
-        "f1": report["f1"], "precision": report["precision"], "recall": report["recall"],
-        "threshold": float(threshold), "confusion_matrix": report["confusion_matrix"],
+        "f1": report["f1"],
+        "precision": report["precision"],
+        "recall": report["recall"],
+        "threshold": float(threshold),
+        "confusion_matrix": report["confusion_matrix"],
         "f1_oracle": f1_oracle,
     }, per_type
 
@@ -121,22 +135,33 @@ def run(config: Config, run_path: Path) -> None:
     result["n_test_abnormal"] = int((test["label"] == 1).sum())
     with artifacts.stage_output(run_path, "evaluate") as out:
         model.save_weights(str(out / "model.weights.h5"))
-        scoring = {"threshold": float(threshold), "threshold_method": how,
-                   "score_kind": config.score.kind, "stats": stats}
+        scoring = {
+            "threshold": float(threshold),
+            "threshold_method": how,
+            "score_kind": config.score.kind,
+            "stats": stats,
+        }
         (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         (out / "auroc_per_defect_type.json").write_text(json.dumps(per_type, indent=2))
-        pd.DataFrame({
-            "path": test["path"], "label": test["label"], "defect_type": test["defect_type"],
-            "score": test["score"], "latent": test["latent"], "residual": test["residual"],
-            "is_anomaly": (test["score"] >= threshold).astype(int),
-        }).to_csv(out / "scores.csv", index=False)
+        pd.DataFrame(
+            {
+                "path": test["path"],
+                "label": test["label"],
+                "defect_type": test["defect_type"],
+                "score": test["score"],
+                "latent": test["latent"],
+                "residual": test["residual"],
+                "is_anomaly": (test["score"] >= threshold).astype(int),
+            }
+        ).to_csv(out / "scores.csv", index=False)
         evaluation_report.write(result, per_type, how, test, out)
         mlflow.log_metrics(_loggable(result, per_type))
         mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
         f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at "
-        f"threshold {threshold:.3f} ({how})", flush=True,
+        f"threshold {threshold:.3f} ({how})",
+        flush=True,
     )
 
 
@@ -144,7 +169,5 @@ def _loggable(result: dict, per_type: dict) -> dict[str, float]:
     """Flattens metrics.json into MLflow metrics (nulls left out)."""
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
     flat.update({f"cm_{k}": v for k, v in result["confusion_matrix"].items()})
-    flat.update({
-        f"auroc_{k}": v for k, v in per_type.items() if v is not None
-    })
+    flat.update({f"auroc_{k}": v for k, v in per_type.items() if v is not None})
     return flat

@@ -52,7 +52,8 @@ def build_archive(model, spec: dict, threshold: float):
 
     def from_bytes(encoded):
         images = tf.map_fn(
-            lambda e: decode(e, channels), encoded,
+            lambda e: decode(e, channels),
+            encoded,
             fn_output_signature=tf.TensorSpec([None, None, channels], tf.float32),
         )
         return outputs(images)
@@ -60,11 +61,13 @@ def build_archive(model, spec: dict, threshold: float):
     archive = keras.export.ExportArchive()
     archive.track(model)
     serve = archive.add_endpoint(
-        "serving_default", outputs,
+        "serving_default",
+        outputs,
         input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name="images")],
     )
     archive.add_endpoint(
-        "serving_bytes", from_bytes,
+        "serving_bytes",
+        from_bytes,
         input_signature=[tf.TensorSpec([None], tf.string, name="encoded")],
     )
     return archive, serve

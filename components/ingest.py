@@ -30,7 +30,15 @@ from pipeline.config import Config
 from pipeline.errors import DataError
 
 MANIFEST_COLUMNS = [
-    "path", "split", "label", "defect_type", "mask_path", "sha256", "width", "height", "channels",
+    "path",
+    "split",
+    "label",
+    "defect_type",
+    "mask_path",
+    "sha256",
+    "width",
+    "height",
+    "channels",
 ]
 DATA_DIR = Path(os.environ.get("GANOMALY_DATA_DIR", "data"))
 # Share of the normals held out for test when a layout has no split of its own.
@@ -45,8 +53,11 @@ def materialize_source(config: Config) -> Path:
 
         name = f"valve-seats-s{data.seed}-n{data.synthetic_train}-{data.synthetic_test}"
         return valve_seats.generate(
-            DATA_DIR / f"{name}-{data.synthetic_size}", data.synthetic_train,
-            data.synthetic_test, size=data.synthetic_size, seed=data.seed,
+            DATA_DIR / f"{name}-{data.synthetic_size}",
+            data.synthetic_train,
+            data.synthetic_test,
+            size=data.synthetic_size,
+            seed=data.seed,
         )
     if source.startswith("mnist:"):
         from components.sources import mnist  # noqa: PLC0415
@@ -71,7 +82,8 @@ def materialize_source(config: Config) -> Path:
 def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
     """One manifest row, or ``{"path", "reason"}`` for a rejected file."""
     try:
-        info = inspect_image(record.path, root, config.data.max_pixels)
+        allowed_root = root if config.data.external_symlinks == "reject" else None
+        info = inspect_image(record.path, allowed_root, config.data.max_pixels)
         if record.mask_path is not None:
             inspect_mask(record.mask_path, info, record.path)
         elif record.label == 1 and record.masks_promised:
@@ -79,11 +91,16 @@ def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
     except BadFile as bad:
         return {"path": str(bad.path), "reason": bad.reason}
     return {
-        "path": str(record.path), "split": record.split, "label": record.label,
+        "path": str(record.path),
+        "split": record.split,
+        "label": record.label,
         "defect_type": record.defect_type,
         "mask_path": str(record.mask_path) if record.mask_path else "",
-        "sha256": info.sha256, "width": info.width, "height": info.height,
-        "channels": info.channels, "notes": "; ".join(info.notes),
+        "sha256": info.sha256,
+        "width": info.width,
+        "height": info.height,
+        "channels": info.channels,
+        "notes": "; ".join(info.notes),
     }
 
 
@@ -135,7 +152,6 @@ def _check_splits(frame: pd.DataFrame, source: Path) -> None:
 
 def run(config: Config, run_path: Path) -> None:
     import mlflow  # noqa: PLC0415
-
     from components import dataset_report  # noqa: PLC0415
 
     root = materialize_source(config)

@@ -99,7 +99,9 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
-        ex["image"] = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), (isize, isize, channels))
+        ex["image"] = tf.reshape(
+            tf.io.decode_raw(ex["image"], tf.float32), (isize, isize, channels)
+        )
         ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), (isize, isize))
         ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), (isize, isize))
         return ex
@@ -120,8 +122,10 @@ def run(config: Config, run_path: Path) -> None:
             rows = manifest[manifest["split"] == split]
             shards = _write_split(rows, split, spec, out)
             splits[split] = {
-                "count": len(rows), "normal": int((rows["label"] == 0).sum()),
-                "abnormal": int((rows["label"] == 1).sum()), "shards": shards,
+                "count": len(rows),
+                "normal": int((rows["label"] == 0).sum()),
+                "abnormal": int((rows["label"] == 1).sum()),
+                "shards": shards,
             }
             print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)
         info = {"spec": spec, "splits": splits}

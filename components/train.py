@@ -43,10 +43,16 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 def build_model(config: Config) -> GANomaly:
     """The GANomaly that ``config`` describes (weights freshly initialised)."""
     return GANomaly(
-        isize=config.preprocess.isize, channels=config.preprocess.channels, nz=config.model.nz,
-        ngf=config.model.ngf, ndf=config.model.ndf, extra_layers=config.model.extra_layers,
-        score_kind=config.score.kind, smoothing_sigma=config.score.smoothing_sigma,
-        topk_fraction=config.score.topk_fraction, seed=config.train.seed,
+        isize=config.preprocess.isize,
+        channels=config.preprocess.channels,
+        nz=config.model.nz,
+        ngf=config.model.ngf,
+        ndf=config.model.ndf,
+        extra_layers=config.model.extra_layers,
+        score_kind=config.score.kind,
+        smoothing_sigma=config.score.smoothing_sigma,
+        topk_fraction=config.score.topk_fraction,
+        seed=config.train.seed,
     )
 
 
@@ -77,14 +83,19 @@ def run(config: Config, run_path: Path) -> None:
     model.compile(
         g_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
         d_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
-        w_adv=t.w_adv, w_con=t.w_con, w_enc=t.w_enc,
+        w_adv=t.w_adv,
+        w_con=t.w_con,
+        w_enc=t.w_enc,
     )
     with artifacts.stage_output(run_path, "train") as out:
         (out / "checkpoints").mkdir()
         callbacks = [
             keras.callbacks.ModelCheckpoint(
-                str(out / "model.weights.h5"), monitor=SELECTION_METRIC, mode="min",
-                save_best_only=True, save_weights_only=True,
+                str(out / "model.weights.h5"),
+                monitor=SELECTION_METRIC,
+                mode="min",
+                save_best_only=True,
+                save_weights_only=True,
             ),
             keras.callbacks.ModelCheckpoint(
                 str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
@@ -93,13 +104,18 @@ def run(config: Config, run_path: Path) -> None:
             MlflowEpochLogger(),
         ]
         start = time.time()
-        history = model.fit(train, validation_data=val, epochs=t.epochs, callbacks=callbacks,
-                            verbose=2)
+        history = model.fit(
+            train, validation_data=val, epochs=t.epochs, callbacks=callbacks, verbose=2
+        )
         seconds = time.time() - start
         best = min(history.history[SELECTION_METRIC])
         best_epoch = history.history[SELECTION_METRIC].index(best) + 1
         (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
-        summary = {"train_seconds": seconds, "best_epoch": best_epoch, f"best_{SELECTION_METRIC}": best}
+        summary = {
+            "train_seconds": seconds,
+            "best_epoch": best_epoch,
+            f"best_{SELECTION_METRIC}": best,
+        }
         (out / "train.json").write_text(json.dumps(summary, indent=2))
         mlflow.log_metrics(summary)
         mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")

@@ -145,19 +145,22 @@ def _mode_notes(path: Path, img: Image.Image) -> tuple[int, list[str]]:
     return channels, notes
 
 
-def _check_path(path: Path, root: Path) -> None:
-    """Reject a path that, through a symlink, leads outside ``root``."""
+def _check_path(path: Path, root: Path | None) -> None:
+    """Reject a path that, through a symlink, leads outside ``root`` (None: allowed)."""
+    if root is None:
+        return
     lexical, real = Path(os.path.abspath(path)), Path(os.path.realpath(path))
     if lexical != real and not real.is_relative_to(os.path.realpath(root)):
         raise BadFile(path, f"symlink leaves the dataset root (points to {real})")
 
 
-def inspect_image(path: Path, root: Path, max_pixels: int, min_side: int = 0) -> ImageInfo:
+def inspect_image(path: Path, root: Path | None, max_pixels: int, min_side: int = 0) -> ImageInfo:
     """Open and fully decode one image, returning its size, channels, hash and notes.
 
     Args:
         path: The image file.
-        root: The dataset root; symlinks may not lead outside it.
+        root: The dataset root; symlinks may not lead outside it. None allows
+            them (``data.external_symlinks: follow``, e.g. symlinked MVTec views).
         max_pixels: Largest accepted width * height, checked before decoding.
         min_side: Smallest accepted width and height.
 

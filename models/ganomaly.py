@@ -100,9 +100,15 @@ class GANomaly(keras.Model):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            isize=self.isize, channels=self.channels, nz=self.nz, ngf=self.ngf, ndf=self.ndf,
-            extra_layers=self.extra_layers, score_kind=self.score_kind,
-            smoothing_sigma=self.smoothing_sigma, topk_fraction=self.topk_fraction,
+            isize=self.isize,
+            channels=self.channels,
+            nz=self.nz,
+            ngf=self.ngf,
+            ndf=self.ndf,
+            extra_layers=self.extra_layers,
+            score_kind=self.score_kind,
+            smoothing_sigma=self.smoothing_sigma,
+            topk_fraction=self.topk_fraction,
             seed=self.seed,
         )
         return config
@@ -139,7 +145,10 @@ class GANomaly(keras.Model):
         enc = losses.encoder_loss(latent_i, latent_o)
         g_loss = losses.generator_loss(adv, con, enc, self.w_adv, self.w_con, self.w_enc)
         return {
-            "g_loss": g_loss, "adv_loss": adv, "con_loss": con, "enc_loss": enc,
+            "g_loss": g_loss,
+            "adv_loss": adv,
+            "con_loss": con,
+            "enc_loss": enc,
             "reconstruction": reconstruction,
         }
 
@@ -255,9 +264,12 @@ class GANomaly(keras.Model):
         map_mean = map_sum / pixels
         map_std = max(map_sq / pixels - map_mean**2, 0.0) ** 0.5
         stats = {
-            "latent_mean": float(ops.mean(latent)), "latent_std": float(ops.std(latent)),
-            "residual_mean": float(ops.mean(residual)), "residual_std": float(ops.std(residual)),
-            "map_mean": map_mean, "map_std": map_std,
+            "latent_mean": float(ops.mean(latent)),
+            "latent_std": float(ops.std(latent)),
+            "residual_mean": float(ops.mean(residual)),
+            "residual_std": float(ops.std(residual)),
+            "map_mean": map_mean,
+            "map_std": map_std,
         }
         self.score_mean.assign([stats["latent_mean"], stats["residual_mean"], map_mean])
         self.score_std.assign([stats["latent_std"], stats["residual_std"], map_std])

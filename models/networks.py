@@ -39,14 +39,22 @@ def _batch_norm() -> layers.BatchNormalization:
 
 def _conv(filters: int, kernel: int, strides: int, padding: str) -> layers.Conv2D:
     return layers.Conv2D(
-        filters, kernel, strides=strides, padding=padding, use_bias=False,
+        filters,
+        kernel,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
         kernel_initializer=_conv_init(),
     )
 
 
 def _deconv(filters: int, kernel: int, strides: int, padding: str) -> layers.Conv2DTranspose:
     return layers.Conv2DTranspose(
-        filters, kernel, strides=strides, padding=padding, use_bias=False,
+        filters,
+        kernel,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
         kernel_initializer=_conv_init(),
     )
 

@@ -46,7 +46,9 @@ def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:
         gray = tf.reduce_mean(images, axis=-1)
         r_min, r_max = spec["roi_radius_range"]
         cy, cx, radius = roi.find_circle(gray, r_min, r_max)
-        return roi.annulus_mask((isize, isize), cy, cx, radius, spec["roi_inner"], spec["roi_outer"])
+        return roi.annulus_mask(
+            (isize, isize), cy, cx, radius, spec["roi_inner"], spec["roi_outer"]
+        )
     return None
 
 

@@ -29,7 +29,9 @@ def require_stage(run_path: Path, stage: str) -> Path:
     """Returns a finished stage's folder, or fails naming the missing stage."""
     path = run_path / stage
     if not (path / SUCCESS).is_file():
-        raise PipelineError(f"{path}: no finished '{stage}' stage here; run `ganomaly {stage}` first")
+        raise PipelineError(
+            f"{path}: no finished '{stage}' stage here; run `ganomaly {stage}` first"
+        )
     return path
 
 

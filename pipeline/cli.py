@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="configs/default.yaml", help="experiment YAML")
     parser.add_argument("--run", default=None, help="run name (default: the config's stem)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. train.epochs=3 (repeatable)",
     )
     return parser

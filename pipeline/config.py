@@ -32,6 +32,7 @@ class DataConfig:
     val_abnormal_fraction: float = 0.0
     seed: int = 0
     on_bad_file: str = "strict"  # strict | skip
+    external_symlinks: str = "reject"  # reject | follow: symlinks that leave the source folder
     max_pixels: int = 100_000_000
     synthetic_train: int = 320  # images of the built-in dataset's train/good
     synthetic_test: int = 40  # test images per class of the built-in dataset
@@ -103,7 +104,10 @@ class ThresholdConfig:
 class EvaluateConfig:
     """Localization settings of the evaluation."""
 
-    min_region_area: int = 16  # pixels at the original size
+    map_quantile: float = 0.999  # pixel threshold: this quantile of validation-normal maps
+    min_region_area: int = 16  # region rules, in pixels at the original image size
+    max_region_area: int = 0  # 0: no upper limit
+    min_region_mean: float = 0.0  # mean map value a region needs (0: no rule)
     gallery_size: int = 8
 
 
@@ -154,6 +158,7 @@ class Config:
 CHOICES = {
     "data.layout": {"auto", "mvtec", "ganomaly", "folders", "csv"},
     "data.on_bad_file": {"strict", "skip"},
+    "data.external_symlinks": {"reject", "follow"},
     "preprocess.resize": {"squash", "letterbox", "center_crop"},
     "preprocess.roi": {"none", "box", "circle"},
     "score.kind": {"latent", "residual", "combined"},
@@ -177,7 +182,9 @@ def _coerce(key: str, value: object, annotation: object) -> object:
 
 def _apply(config: Config, key: str, value: object) -> None:
     section_name, _, name = key.partition(".")
-    section = getattr(config, section_name, None) if section_name in Config.__annotations__ else None
+    section = (
+        getattr(config, section_name, None) if section_name in Config.__annotations__ else None
+    )
     if section is None or not name:
         raise ConfigError(f"unknown config key {key!r}")
     fields = {f.name: f for f in dataclasses.fields(section)}
@@ -257,4 +264,3 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
 
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
-

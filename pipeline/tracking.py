@@ -39,9 +39,11 @@ def _experiment_id(mlflow, name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    # A sqlite store keeps its artifacts beside the database file, not in the cwd.
     location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        location = (STORE_DIR / "artifacts").resolve().as_uri()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -88,4 +90,3 @@ def stage_run(config: Config, run_name: str, run_path: Path, stage: str) -> Iter
         tmp.replace(run_path / RUN_FILE)
         yield run.info.run_id
         mlflow.set_tag(f"stage.{stage}", "done")
-

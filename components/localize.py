@@ -1,0 +1,282 @@
+"""Defect localization on the test split: regions in original image coordinates, overlays.
+
+    threshold = localize.map_threshold(val["anomaly_map"][val["label"] == 0], 0.999, roi)
+    regions = localize.localize(test, threshold, config.evaluate)
+    localize.save_overlays(test, regions, threshold, out, paths)
+
+Maps come out of the model at its input size; each is brought back onto its original
+image through the inverse of the preprocessing geometry (``resize``: squash, letterbox or
+center_crop), so region boxes and areas are in original pixels. Pixels the model never saw
+(outside a center crop, or letterbox padding) are NaN and never part of a region.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from components.validation import load_image  # noqa: E402
+from models.localization import Region, find_regions, upsample_map  # noqa: E402
+
+REGION_COLUMNS = [
+    "path",
+    "defect_type",
+    "label",
+    "region",
+    "y0",
+    "x0",
+    "y1",
+    "x1",
+    "area",
+    "peak",
+    "mean",
+]
+_EXIF_ORIENTATION = 0x0112
+_RESIZE_MODES = ("squash", "letterbox", "center_crop")
+
+
+def map_threshold(val_normal_maps: np.ndarray, quantile: float, roi=None) -> float:
+    """Pixel threshold: a quantile of the validation normals' map values inside the ROI.
+
+    Args:
+        val_normal_maps: ``[N, s, s]`` anomaly maps of validation normals.
+        quantile: in ``[0, 1]``, e.g. 0.999 (about 1 normal pixel in 1000 above it).
+        roi: optional ``[N, s, s]`` or ``[s, s]`` 0/1 region of interest; pixels outside
+            it are left out, as the model's output there is meaningless.
+
+    Returns:
+        ``numpy.quantile`` (linear interpolation) of the considered pixels.
+
+    Raises:
+        ValueError: without any pixel, with non-finite values or a quantile outside [0, 1].
+
+    """
+    maps = np.asarray(val_normal_maps, dtype=np.float64)
+    if roi is not None:
+        maps = maps[np.broadcast_to(np.asarray(roi).astype(bool), maps.shape)]
+    values = maps.ravel()
+    if values.size == 0:
+        raise ValueError("map_threshold needs at least one validation-normal pixel")
+    if not np.isfinite(values).all():
+        raise ValueError("validation anomaly maps must be finite")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    return float(np.quantile(values, quantile))
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(H, W)`` of an image after EXIF orientation, from its header only (no decoding)."""
+    with Image.open(path) as img:
+        width, height = img.size
+        # load_image applies EXIF orientation; 5-8 swap the sides.
+        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return height, width
+
+
+def _content_box(size: tuple[int, int], s: int, resize: str) -> tuple[tuple, tuple]:
+    """Where the image content lies: (box in the s x s map, box in the original image).
+
+    Boxes are ``(top, left, bottom, right)``; mirrors ``models.preprocessing._resize``.
+    """
+    height, width = size
+    if resize == "squash":
+        return (0, 0, s, s), (0, 0, height, width)
+    if resize == "center_crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return (0, 0, s, s), (top, left, top + side, left + side)
+    if resize == "letterbox":
+        # tf.image.resize_with_pad: fit inside s x s keeping the aspect, pad evenly.
+        ratio = max(width / s, height / s)
+        inner_h, inner_w = int(height / ratio), int(width / ratio)
+        # Padding from the unrounded size, floored, exactly as TensorFlow computes it.
+        top, left = int((s - height / ratio) / 2), int((s - width / ratio) / 2)
+        return (top, left, top + inner_h, left + inner_w), (0, 0, height, width)
+    raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
+
+
+def full_size(amap: np.ndarray, size: tuple[int, int], resize: str = "squash", nearest=False):
+    """An ``[s, s]`` map (or ROI, with ``nearest``) on the original ``(H, W)`` image grid.
+
+    Args:
+        amap: ``[s, s]`` map in model space.
+        size: ``(H, W)`` of the original image.
+        resize: the preprocess ``resize`` mode the map went through.
+        nearest: nearest-neighbour instead of bilinear (for 0/1 masks).
+
+    Returns:
+        float64 ``[H, W]``; NaN where the model saw no image content.
+
+    """
+    (mt, ml, mb, mr), (it, il, ib, ir) = _content_box(size, amap.shape[0], resize)
+    content = np.asarray(amap, dtype=np.float64)[mt:mb, ml:mr]
+    out = np.full(size, np.nan)
+    box = (ib - it, ir - il)
+    out[it:ib, il:ir] = _nearest(content, box) if nearest else upsample_map(content, box)
+    return out
+
+
+def _nearest(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize with the pixel-centre convention of ``upsample_map``."""
+    rows = ((np.arange(size[0]) + 0.5) * amap.shape[0] / size[0]).astype(int)
+    cols = ((np.arange(size[1]) + 0.5) * amap.shape[1] / size[1]).astype(int)
+    return amap[np.ix_(rows, cols)]
+
+
+def _image_regions(test: dict, i: int, threshold: float, rules: dict, resize: str):
+    """The regions of test image ``i`` in original coordinates."""
+    size = image_size(test["path"][i])
+    amap = full_size(test["anomaly_map"][i], size, resize)
+    roi = full_size(test["roi"][i], size, resize, nearest=True) > 0.5  # NaN -> outside
+    return find_regions(amap, threshold, roi=roi, **rules)
+
+
+def localize(test: dict, threshold: float, evaluate_config, *, resize: str = "squash"):
+    """Find the defect regions of every test image, in original image pixels.
+
+    Args:
+        test: the evaluate stage's test arrays (``anomaly_map``, ``roi``, ``path``,
+            ``defect_type``, ``label``).
+        threshold: pixel threshold, e.g. from ``map_threshold``.
+        evaluate_config: ``EvaluateConfig``; its region rules are in original pixels.
+        resize: the preprocess ``resize`` mode, to undo its geometry.
+
+    Returns:
+        One row per region (``REGION_COLUMNS``), sorted by path then descending peak;
+        ``region`` numbers the regions of an image from 0 in that order. Images without a
+        region have no row.
+
+    """
+    rules = {
+        "min_area": evaluate_config.min_region_area,
+        "max_area": evaluate_config.max_region_area or None,
+        "min_mean": evaluate_config.min_region_mean or None,
+    }
+    rows = []
+    for i, path in enumerate(test["path"]):
+        for k, r in enumerate(_image_regions(test, i, threshold, rules, resize)):
+            meta = (str(path), str(test["defect_type"][i]), int(test["label"][i]), k)
+            rows.append((*meta, r.y0, r.x0, r.y1, r.x1, r.area, r.peak, r.mean))
+    frame = pd.DataFrame(rows, columns=REGION_COLUMNS)
+    frame = frame.sort_values(["path", "peak"], ascending=[True, False], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def overlay(image, amap_full, regions, gt_mask=None, threshold: float | None = None):
+    """Three panels: image | heatmap over the image | image with boxes and ground truth.
+
+    Args:
+        image: uint8 ``[H, W, 3]`` (or ``[H, W]``) original image.
+        amap_full: ``[H, W]`` anomaly map at the image size (NaN where unseen).
+        regions: ``Region`` boxes, drawn in red.
+        gt_mask: optional ``[H, W]`` ground truth, outlined in green.
+        threshold: pixel threshold; fixes the colour scale at ``[0, 2 * threshold]`` so
+            colours mean the same in every overlay (red: well above the threshold).
+
+    Returns:
+        The matplotlib Figure; the caller saves and closes it.
+
+    """
+    height, width = amap_full.shape
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4 * height / width + 0.6))
+    scale = {"vmin": 0.0, "vmax": 2.0 * threshold} if threshold and threshold > 0 else {}
+    gray = "gray" if np.ndim(image) == 2 else None
+    for ax in axes:
+        ax.imshow(image, cmap=gray)
+        ax.set_axis_off()
+    heat = axes[1].imshow(amap_full, cmap="jet", alpha=0.5, **scale)
+    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
+    for r in regions:
+        axes[2].add_patch(
+            Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False, ec="red")
+        )
+    if gt_mask is not None and np.any(gt_mask):
+        axes[2].contour(np.asarray(gt_mask, dtype=float), levels=[0.5], colors="lime")
+    for ax, title in zip(axes, ("image", "anomaly map", "regions (red), truth (green)")):
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def save_overlays(
+    test: dict,
+    regions_frame: pd.DataFrame,
+    threshold: float,
+    out_dir,
+    paths,
+    mask_paths: dict[str, str] | None = None,
+    *,
+    resize: str = "squash",
+) -> list[Path]:
+    """Save an overlay PNG for each of ``paths`` into ``out_dir/overlays/``.
+
+    Args:
+        test: the evaluate stage's test arrays.
+        regions_frame: the output of ``localize`` (its boxes are drawn, not recomputed).
+        threshold: the pixel threshold (colour scale of the heatmaps).
+        out_dir: the stage output folder.
+        paths: image paths, each one of ``test["path"]``.
+        mask_paths: optional image path -> ground-truth mask path (empty/NaN: none).
+        resize: the preprocess ``resize`` mode, to undo its geometry.
+
+    Returns:
+        The written files, in the order of ``paths``; names are unique even when images
+        of different defect types share a file name.
+
+    """
+    folder = Path(out_dir) / "overlays"
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {str(p): i for i, p in enumerate(test["path"])}
+    by_path = dict(tuple(regions_frame.groupby("path"))) if len(regions_frame) else {}
+    written = []
+    for path in paths:
+        i = index[str(path)]
+        image = load_image(Path(path), 3)
+        amap = full_size(test["anomaly_map"][i], image.shape[:2], resize)
+        fig = overlay(
+            image,
+            amap,
+            _regions_of(by_path.get(str(path))),
+            _gt_mask(mask_paths, path, image.shape[:2]),
+            threshold,
+        )
+        fig.suptitle(
+            f"{Path(path).name}  [{test['defect_type'][i]}]  score {float(test['score'][i]):.2f}",
+            fontsize=10,
+        )
+        target = folder / _overlay_name(i, test["defect_type"][i], path)
+        fig.savefig(target, dpi=100)
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def _regions_of(rows: pd.DataFrame | None) -> list[Region]:
+    if rows is None:
+        return []
+    fields = ["y0", "x0", "y1", "x1", "area", "peak", "mean"]
+    return [Region(*values) for values in rows[fields].itertuples(index=False)]
+
+
+def _gt_mask(mask_paths, path, size) -> np.ndarray | None:
+    """The original-size ground truth of ``path``, or None (none, or a size mismatch)."""
+    mask_path = (mask_paths or {}).get(str(path))
+    if not isinstance(mask_path, str) or not mask_path:
+        return None  # normals have no mask; pandas gives NaN for an empty cell
+    mask = load_image(Path(mask_path), 1)[..., 0] > 127
+    return mask if mask.shape == tuple(size) else None
+
+
+def _overlay_name(i: int, defect_type: str, path) -> str:
+    """``0007_crack_000.png``: the test index keeps equal file names apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{defect_type}_{Path(path).stem}")
+    return f"{i:04d}_{safe}.png"

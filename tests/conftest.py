@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny generated dataset, a real MLflow store and one pipeline run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+
+# Small enough for a CPU test, large enough that every split has images.
+TINY_OVERRIDES = [
+    "data.synthetic_train=48",
+    "data.synthetic_test=6",
+    "data.synthetic_size=64",
+    "data.val_fraction=0.25",
+    "preprocess.isize=32",
+    "model.nz=16",
+    "model.ngf=8",
+    "model.ndf=8",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "score.kind=residual",
+]
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """A real sqlite MLflow store for the whole session."""
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Where built-in datasets are generated during the tests."""
+    import components.ingest as ingest
+
+    path = tmp_path_factory.mktemp("data")
+    ingest.DATA_DIR = path
+    return path
+
+
+def tiny_config(*extra: str):
+    return load_config(None, [*TINY_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, mlflow_uri, data_dir):
+    """One complete run of the five stages on the tiny valve-seat data."""
+    from pipeline.cli import STAGES, run_stage
+
+    config = tiny_config()
+    run_path = tmp_path_factory.mktemp("artifacts") / "tiny"
+    for stage in STAGES:
+        run_stage(stage, config, "tiny", run_path)
+    return config, run_path
