@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from components import evaluation_report
+from components import evaluation_report, localize
 from components.preprocess import read_split
 from components.train import build_model
 from models import metrics
@@ -43,7 +43,7 @@ def score_split(model, preprocess_dir: Path, split: str) -> dict:
         for k in (
             "score",
             "latent",
-            "residual",
+            "map_score",
             "anomaly_map",
             "mask",
             "roi",
@@ -54,7 +54,7 @@ def score_split(model, preprocess_dir: Path, split: str) -> dict:
     }
     for batch in read_split(preprocess_dir, split).batch(BATCH_SIZE):
         out = model.score(batch["image"])
-        for key in ("score", "latent", "residual", "anomaly_map"):
+        for key in ("score", "latent", "map_score", "anomaly_map"):
             columns[key].append(ops.convert_to_numpy(out[key]))
         for key in ("mask", "roi", "label"):
             columns[key].append(batch[key].numpy())
@@ -117,13 +117,13 @@ def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
     }, per_type
 
 
-def run(config: Config, run_path: Path) -> None:
-    import mlflow  # noqa: PLC0415
+def evaluate_model(model, config: Config, preprocess_dir: Path) -> dict:
+    """Calibrates on validation normals, thresholds on validation, scores test.
 
-    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    train_dir = artifacts.require_stage(run_path, "train")
-    model = build_model(config)
-    model.load_weights(str(train_dir / "model.weights.h5"))
+    Returns:
+        ``result`` (metrics.json), ``per_type``, ``how`` (the threshold's
+        origin), ``stats``, ``map_threshold``, ``val`` and ``test`` (arrays).
+    """
     val_normals = read_split(preprocess_dir, "val").filter(lambda ex: ex["label"] == 0)
     stats = model.calibrate(val_normals.map(lambda ex: ex["image"]).batch(BATCH_SIZE))
     val = score_split(model, preprocess_dir, "val")
@@ -133,34 +133,69 @@ def run(config: Config, run_path: Path) -> None:
     result.update(pixel_metrics(test))
     result["n_test_normal"] = int((test["label"] == 0).sum())
     result["n_test_abnormal"] = int((test["label"] == 1).sum())
+    normal = val["label"] == 0
+    map_threshold = localize.map_threshold(
+        val["anomaly_map"][normal], config.evaluate.map_quantile, roi=val["roi"][normal]
+    )
+    return {
+        "result": result,
+        "per_type": per_type,
+        "how": how,
+        "stats": stats,
+        "map_threshold": map_threshold,
+        "val": val,
+        "test": test,
+    }
+
+
+def _write_scores(test: dict, threshold: float, path: Path) -> None:
+    columns = ("path", "label", "defect_type", "score", "latent", "map_score")
+    frame = pd.DataFrame({key: test[key] for key in columns})
+    frame["is_anomaly"] = (test["score"] >= threshold).astype(int)
+    frame.to_csv(path, index=False)
+
+
+def run(config: Config, run_path: Path) -> None:
+    import mlflow  # noqa: PLC0415
+
+    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
+    model = build_model(config)
+    model.load_weights(str(artifacts.require_stage(run_path, "train") / "model.weights.h5"))
+    ev = evaluate_model(model, config, preprocess_dir)
+    result, test, map_threshold = ev["result"], ev["test"], ev["map_threshold"]
+    regions = localize.localize(
+        test, map_threshold, config.evaluate, resize=config.preprocess.resize
+    )
+    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
     with artifacts.stage_output(run_path, "evaluate") as out:
         model.save_weights(str(out / "model.weights.h5"))
         scoring = {
-            "threshold": float(threshold),
-            "threshold_method": how,
+            "threshold": result["threshold"],
+            "map_threshold": map_threshold,
+            "threshold_method": ev["how"],
             "score_kind": config.score.kind,
-            "stats": stats,
+            "stats": ev["stats"],
         }
         (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        (out / "auroc_per_defect_type.json").write_text(json.dumps(per_type, indent=2))
-        pd.DataFrame(
-            {
-                "path": test["path"],
-                "label": test["label"],
-                "defect_type": test["defect_type"],
-                "score": test["score"],
-                "latent": test["latent"],
-                "residual": test["residual"],
-                "is_anomaly": (test["score"] >= threshold).astype(int),
-            }
-        ).to_csv(out / "scores.csv", index=False)
-        evaluation_report.write(result, per_type, how, test, out)
-        mlflow.log_metrics(_loggable(result, per_type))
+        (out / "auroc_per_defect_type.json").write_text(json.dumps(ev["per_type"], indent=2))
+        _write_scores(test, result["threshold"], out / "scores.csv")
+        evaluation_report.write(
+            {**result, "map_threshold": map_threshold},
+            ev["per_type"],
+            ev["how"],
+            test,
+            out,
+            regions,
+            gallery_size=config.evaluate.gallery_size,
+            mask_paths=dict(zip(manifest["path"], manifest["mask_path"])),
+            resize=config.preprocess.resize,
+        )
+        mlflow.log_metrics(_loggable(result, ev["per_type"]))
         mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
-        f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at "
-        f"threshold {threshold:.3f} ({how})",
+        f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at threshold "
+        f"{result['threshold']:.3f} ({ev['how']})",
         flush=True,
     )
 

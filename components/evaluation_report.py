@@ -169,6 +169,8 @@ def _worst(test: dict, threshold: float, size: int) -> dict[str, tuple[str, np.n
 
 def _galleries(test, regions, result, out, size, mask_paths, resize) -> list[str]:
     """Overlay PNGs of the worst errors, as markdown sections linking them."""
+    if size <= 0:
+        return []
     lines = []
     per_image = regions.groupby("path").size() if len(regions) else pd.Series(dtype=int)
     for title, (note, indices) in _worst(test, result["threshold"], size).items():

@@ -198,10 +198,12 @@ def overlay(image, amap_full, regions, gt_mask=None, threshold: float | None = N
     fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
     for r in regions:
         axes[2].add_patch(
-            Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False, ec="red")
+            Rectangle(
+                (r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False, ec="red", lw=2.5
+            )
         )
     if gt_mask is not None and np.any(gt_mask):
-        axes[2].contour(np.asarray(gt_mask, dtype=float), levels=[0.5], colors="lime")
+        axes[2].contour(np.asarray(gt_mask, dtype=float), levels=[0.5], colors="lime", linewidths=1)
     for ax, title in zip(axes, ("image", "anomaly map", "regions (red), truth (green)")):
         ax.set_title(title, fontsize=9)
     return fig

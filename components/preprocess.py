@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from PIL import Image
 
 from components.validation import load_image
 from models.preprocessing import preprocess, resize_mask
@@ -37,7 +36,7 @@ def _load(row, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
     image = load_image(Path(row.path), channels).astype(np.float32)
     mask = None
     if isinstance(row.mask_path, str) and row.mask_path:
-        mask = (np.asarray(Image.open(row.mask_path).convert("L")) > 127).astype(np.float32)
+        mask = (load_image(Path(row.mask_path), 1)[..., 0] > 127).astype(np.float32)
     return image, mask
 
 

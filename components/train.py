@@ -52,6 +52,7 @@ def build_model(config: Config) -> GANomaly:
         score_kind=config.score.kind,
         smoothing_sigma=config.score.smoothing_sigma,
         topk_fraction=config.score.topk_fraction,
+        pixel_norm=config.score.pixel_norm,
         seed=config.train.seed,
     )
 

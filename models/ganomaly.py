@@ -5,7 +5,7 @@
                   d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5))
     model.fit(normal_images, epochs=15)
     model.calibrate(validation_normals)
-    outputs = model.score(images)  # {"score", "anomaly_map", "latent", "residual"}
+    outputs = model.score(images)  # {"score", "anomaly_map", "latent", "map_score", ...}
 
 Akcay et al., "GANomaly: Semi-Supervised Anomaly Detection via Adversarial
 Training", ACCV 2018: a generator encoder1 -> decoder -> encoder2 and a
@@ -15,6 +15,7 @@ discriminator, trained on normal images only.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -24,6 +25,9 @@ from models.networks import build_discriminator, build_generator
 # The discriminator is re-initialised when its loss collapses below this,
 # as in the original code: a perfect discriminator gives no useful gradient.
 D_COLLAPSE_LOSS = 1e-5
+# Per-pixel map statistics are shrunk towards the global ones as if this many
+# extra images had the global statistics: stable with few validation images.
+PRIOR_IMAGES = 10.0
 
 
 @keras.saving.register_keras_serializable(package="ganomaly")
@@ -37,9 +41,12 @@ class GANomaly(keras.Model):
         ngf: generator base filters.
         ndf: discriminator base filters.
         extra_layers: extra 3x3 conv blocks per network.
-        score_kind: ``latent``, ``residual`` or ``combined`` (see models.scoring).
+        score_kind: ``latent``, ``residual``, ``ssim`` or ``combined`` (see
+            models.scoring).
         smoothing_sigma: Gaussian sigma of the anomaly map, in pixels.
         topk_fraction: share of the map's pixels averaged into the image score.
+        pixel_norm: standardise the maps per pixel position (for aligned
+            parts, where edges always reconstruct worse) instead of globally.
         seed: seeds the discriminator's re-initialisation.
     """
 
@@ -54,6 +61,7 @@ class GANomaly(keras.Model):
         score_kind: str = "latent",
         smoothing_sigma: float = 1.0,
         topk_fraction: float = 0.01,
+        pixel_norm: bool = False,
         seed: int = 0,
         **kwargs,
     ):
@@ -78,16 +86,24 @@ class GANomaly(keras.Model):
         self.score_kind = score_kind
         self.smoothing_sigma = smoothing_sigma
         self.topk_fraction = topk_fraction
+        self.pixel_norm = bool(pixel_norm)
         self.seed = seed
         self.generator = build_generator(isize, channels, nz, ngf, extra_layers)
         self.discriminator = build_discriminator(isize, channels, ndf, extra_layers)
         self._reinit_seed = keras.random.SeedGenerator(seed)
-        # Standardisation of [latent, residual, map] scores, from validation normals.
+        # Standardisation, from validation normals: the residual and SSIM maps
+        # (per pixel or global), then the [latent, map] image scores.
+        self.map_mean = self.add_weight(
+            shape=(2, isize, isize), initializer="zeros", trainable=False, name="map_mean"
+        )
+        self.map_std = self.add_weight(
+            shape=(2, isize, isize), initializer="ones", trainable=False, name="map_std"
+        )
         self.score_mean = self.add_weight(
-            shape=(3,), initializer="zeros", trainable=False, name="score_mean"
+            shape=(2,), initializer="zeros", trainable=False, name="score_mean"
         )
         self.score_std = self.add_weight(
-            shape=(3,), initializer="ones", trainable=False, name="score_std"
+            shape=(2,), initializer="ones", trainable=False, name="score_std"
         )
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -109,6 +125,7 @@ class GANomaly(keras.Model):
             score_kind=self.score_kind,
             smoothing_sigma=self.smoothing_sigma,
             topk_fraction=self.topk_fraction,
+            pixel_norm=self.pixel_norm,
             seed=self.seed,
         )
         return config
@@ -207,14 +224,25 @@ class GANomaly(keras.Model):
         return tf.constant(1.0)
 
     def raw_scores(self, images) -> dict:
-        """Unscaled latent and residual scores and the residual map, inference mode."""
+        """Unscaled latent distance and residual/SSIM maps, in inference mode."""
         reconstruction, latent_i, latent_o = self.generator(images, training=False)
-        amap = scoring.residual_map(images, reconstruction, self.smoothing_sigma)
         return {
             "latent": scoring.latent_distance(latent_i, latent_o),
-            "residual": scoring.topk_mean(amap, self.topk_fraction),
-            "map": amap,
+            "residual": scoring.residual_map(images, reconstruction, self.smoothing_sigma),
+            "ssim": scoring.ssim_map(images, reconstruction),
             "reconstruction": reconstruction,
+        }
+
+    def _standardized(self, raw: dict) -> dict:
+        maps = [
+            scoring.standardize(raw[name], self.map_mean[i], self.map_std[i])
+            for i, name in enumerate(scoring.MAP_KINDS)
+        ]
+        anomaly_map = scoring.kind_map(self.score_kind, *maps)
+        return {
+            "anomaly_map": anomaly_map,
+            "latent_raw": raw["latent"],
+            "map_score_raw": scoring.topk_mean(anomaly_map, self.topk_fraction),
         }
 
     def score(self, images) -> dict:
@@ -225,52 +253,76 @@ class GANomaly(keras.Model):
 
         Returns:
             ``score [B]``, ``anomaly_map [B, isize, isize]``, ``latent [B]``,
-            ``residual [B]`` and ``reconstruction``; the scores are in units of
-            the validation normals' standard deviation.
+            ``map_score [B]`` and ``reconstruction``; scores and maps are in
+            units of the validation normals' standard deviation.
         """
         raw = self.raw_scores(images)
-        mean, std = self.score_mean, self.score_std
-        latent_z = scoring.standardize(raw["latent"], mean[0], std[0])
-        residual_z = scoring.standardize(raw["residual"], mean[1], std[1])
+        parts = self._standardized(raw)
+        latent = scoring.standardize(parts["latent_raw"], self.score_mean[0], self.score_std[0])
+        map_score = scoring.standardize(
+            parts["map_score_raw"], self.score_mean[1], self.score_std[1]
+        )
         return {
-            "score": scoring.combine(self.score_kind, latent_z, residual_z),
-            "anomaly_map": scoring.standardize(raw["map"], mean[2], std[2]),
-            "latent": latent_z,
-            "residual": residual_z,
+            "score": latent if self.score_kind == "latent" else map_score,
+            "anomaly_map": parts["anomaly_map"],
+            "latent": latent,
+            "map_score": map_score,
             "reconstruction": raw["reconstruction"],
         }
 
+    def _map_statistics(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``[H, W]`` of maps ``[N, H, W]``, per pixel (shrunk) or global."""
+        global_mean, global_var = maps.mean(), maps.var()
+        if not self.pixel_norm:
+            shape = maps.shape[1:]
+            return np.full(shape, global_mean), np.full(shape, np.sqrt(global_var))
+        n = len(maps)
+        mean = (n * maps.mean(0) + PRIOR_IMAGES * global_mean) / (n + PRIOR_IMAGES)
+        var = (n * maps.var(0) + PRIOR_IMAGES * global_var) / (n + PRIOR_IMAGES)
+        return mean, np.sqrt(var)
+
     def calibrate(self, normal_images) -> dict:
-        """Freezes the score standardisation from validation normals.
+        """Freezes the map and score standardisation from validation normals.
 
         Args:
             normal_images: an iterable of ``[B, isize, isize, C]`` batches of
                 normal images that the model was not trained on.
 
         Returns:
-            The statistics set, as floats.
+            Summary statistics (global means and stds), as floats.
         """
-        latent, residual, map_sum, map_sq, pixels = [], [], 0.0, 0.0, 0
-        for batch in normal_images:
-            batch = batch[0] if isinstance(batch, (tuple, list)) else batch
-            raw = {k: ops.convert_to_numpy(v) for k, v in self.raw_scores(batch).items()}
-            latent.extend(raw["latent"].tolist())
-            residual.extend(raw["residual"].tolist())
-            map_sum += float(raw["map"].sum())
-            map_sq += float((raw["map"].astype("float64") ** 2).sum())
-            pixels += raw["map"].size
-        if not latent:
+        batches = [b[0] if isinstance(b, (tuple, list)) else b for b in normal_images]
+        if not batches:
             raise ValueError("calibrate needs at least one normal image")
-        map_mean = map_sum / pixels
-        map_std = max(map_sq / pixels - map_mean**2, 0.0) ** 0.5
-        stats = {
-            "latent_mean": float(ops.mean(latent)),
-            "latent_std": float(ops.std(latent)),
-            "residual_mean": float(ops.mean(residual)),
-            "residual_std": float(ops.std(residual)),
-            "map_mean": map_mean,
-            "map_std": map_std,
-        }
-        self.score_mean.assign([stats["latent_mean"], stats["residual_mean"], map_mean])
-        self.score_std.assign([stats["latent_std"], stats["residual_std"], map_std])
+        raws = [
+            {k: ops.convert_to_numpy(v) for k, v in self.raw_scores(b).items()} for b in batches
+        ]
+        stats = {}
+        for i, name in enumerate(scoring.MAP_KINDS):
+            maps = np.concatenate([r[name] for r in raws]).astype(np.float64)
+            mean, std = self._map_statistics(maps)
+            stats[f"{name}_map_mean"], stats[f"{name}_map_std"] = (
+                float(maps.mean()),
+                float(maps.std()),
+            )
+            self._set_map_stats(i, mean, std)
+        parts = [self._standardized(r) for r in raws]
+        latent = np.concatenate([ops.convert_to_numpy(p["latent_raw"]) for p in parts])
+        map_score = np.concatenate([ops.convert_to_numpy(p["map_score_raw"]) for p in parts])
+        self.score_mean.assign([latent.mean(), map_score.mean()])
+        self.score_std.assign([latent.std(), map_score.std()])
+        stats.update(
+            latent_mean=float(latent.mean()),
+            latent_std=float(latent.std()),
+            map_score_mean=float(map_score.mean()),
+            map_score_std=float(map_score.std()),
+            images=int(len(latent)),
+        )
         return stats
+
+    def _set_map_stats(self, index: int, mean: np.ndarray, std: np.ndarray) -> None:
+        means = ops.convert_to_numpy(self.map_mean).copy()
+        stds = ops.convert_to_numpy(self.map_std).copy()
+        means[index], stds[index] = mean, std
+        self.map_mean.assign(means)
+        self.map_std.assign(stds)

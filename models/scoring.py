@@ -8,12 +8,16 @@ Kinds (``score.kind``):
 - ``latent``: the paper's score, the mean squared distance between the two
   latent codes.
 - ``residual``: the per-pixel absolute residual between image and
-  reconstruction, Gaussian-smoothed, summarised by the mean of its top pixels.
-- ``combined``: the mean of the two after each is standardised.
+  reconstruction, Gaussian-smoothed; the image score is the mean of the top
+  pixels of the standardised map.
+- ``ssim``: the same from a structural map, ``(1 - SSIM) / 2`` computed in
+  local Gaussian windows, which reacts to texture and edges rather than to
+  brightness.
+- ``combined``: the mean of the standardised residual and SSIM maps.
 
-Raw scores are standardised with statistics of the validation normals that
-the model keeps as weights, so one image's score does not depend on the batch
-it came in.
+Maps are standardised per pixel position (or globally) and image scores
+standardised with statistics of the validation normals that the model keeps
+as weights, so one image's score does not depend on the batch it came in.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import math
 import numpy as np
 from keras import ops
 
-SCORE_KINDS = ("latent", "residual", "combined")
+SCORE_KINDS = ("latent", "residual", "ssim", "combined")
+MAP_KINDS = ("residual", "ssim")
 # Guards the standardisation against a zero spread (e.g. a constant score).
 MIN_STD = 1e-8
 
@@ -58,6 +63,32 @@ def residual_map(images, reconstructions, sigma: float = 1.0):
     return residual[..., 0]
 
 
+def _blur(images, sigma: float):
+    """Gaussian blur of ``[B, H, W, C]`` per channel, reflect-padded."""
+    kernel = gaussian_kernel(sigma)
+    pad = kernel.shape[0] // 2
+    channels = images.shape[-1]
+    kernel = ops.convert_to_tensor(np.tile(kernel, (1, 1, channels, 1)))
+    padded = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
+    return ops.depthwise_conv(padded, kernel, padding="valid")
+
+
+def ssim_map(images, reconstructions, sigma: float = 1.5):
+    """``[B, H, W, C] x2 -> [B, H, W]``: channel-mean ``(1 - SSIM) / 2`` in [0, 1].
+
+    Images are in [-1, 1], so the SSIM constants use a dynamic range of 2.
+    """
+    c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2
+    mu_x, mu_y = _blur(images, sigma), _blur(reconstructions, sigma)
+    var_x = _blur(images * images, sigma) - mu_x * mu_x
+    var_y = _blur(reconstructions * reconstructions, sigma) - mu_y * mu_y
+    cov = _blur(images * reconstructions, sigma) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    )
+    return ops.mean((1.0 - ssim) / 2.0, axis=-1)
+
+
 def topk_mean(maps, fraction: float = 0.01):
     """``[B, H, W] -> [B]``: the mean of the highest ``fraction`` of each map."""
     height, width = maps.shape[1], maps.shape[2]
@@ -71,12 +102,12 @@ def standardize(values, mean, std):
     return (values - mean) / ops.maximum(std, MIN_STD)
 
 
-def combine(kind: str, latent_z, residual_z):
-    """Picks the image score of ``kind`` from the standardised parts."""
-    if kind == "latent":
-        return latent_z
-    if kind == "residual":
+def kind_map(kind: str, residual_z, ssim_z):
+    """The standardised anomaly map of ``kind`` (``latent`` has none: the residual's)."""
+    if kind in ("latent", "residual"):
         return residual_z
+    if kind == "ssim":
+        return ssim_z
     if kind == "combined":
-        return 0.5 * (latent_z + residual_z)
+        return 0.5 * (residual_z + ssim_z)
     raise ValueError(f"score kind must be one of {SCORE_KINDS}, got {kind!r}")

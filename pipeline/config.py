@@ -86,9 +86,10 @@ class TrainConfig:
 class ScoreConfig:
     """How an image (and each pixel) is scored."""
 
-    kind: str = "latent"  # latent | residual | combined
+    kind: str = "residual"  # latent | residual | ssim | combined
     smoothing_sigma: float = 1.0  # Gaussian blur of the residual map, in pixels at isize
     topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
+    pixel_norm: bool = False  # standardise maps per pixel position (aligned parts)
 
 
 @dataclass
@@ -161,7 +162,7 @@ CHOICES = {
     "data.external_symlinks": {"reject", "follow"},
     "preprocess.resize": {"squash", "letterbox", "center_crop"},
     "preprocess.roi": {"none", "box", "circle"},
-    "score.kind": {"latent", "residual", "combined"},
+    "score.kind": {"latent", "residual", "ssim", "combined"},
     "threshold.method": {"f1", "quantile", "fixed"},
 }
 

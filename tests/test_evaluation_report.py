@@ -7,7 +7,6 @@ fn 1 (img4), tp 2. Crack against the normals: AUROC 4/6, AP 0.5 * 1 + 0.5 * 0.5 
 import re
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from components import evaluation_report, localize
@@ -89,8 +88,7 @@ def test_without_errors_the_closest_calls_are_shown(tmp_path):
     assert "| f1 | 1.000 |" in text
 
 
-@pytest.mark.parametrize("size", [0])
-def test_gallery_size_zero_writes_no_overlays(tmp_path, size):
-    out, text = _report(tmp_path, gallery_size=size)
+def test_gallery_size_zero_writes_no_overlays(tmp_path):
+    out, text = _report(tmp_path, gallery_size=0)
     assert not (out / "overlays").exists()
-    assert "(none in the test split)" in text
+    assert "Worst false" not in text and "| crack | 2 | 1 | 0.667 | 0.750 |" in text

@@ -1,0 +1,20 @@
+import json
+
+from pipeline.bench import format_table, run_bench
+
+
+def test_run_bench_measures_ingest_and_preprocess(tmp_path):
+    rows = run_bench([20], side=96, isize=32, workdir=tmp_path)
+
+    assert [row["stage"] for row in rows] == ["ingest", "preprocess"]
+    for row in rows:
+        assert row["images"] == 20
+        assert row["seconds"] > 0
+        assert row["images_per_s"] > 0
+        assert row["peak_rss_mib"] > 10
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    root = tmp_path / "data" / "mvtec-n20-s96"
+    assert len(list(root.glob("t*/*/*.png"))) == 20
+    assert len(list(root.glob("ground_truth/*/*_mask.png"))) >= 1
+    assert not (tmp_path / "artifacts" / "bench-n20-s96-i32").exists()  # removed without keep
+    assert "preprocess" in format_table(rows)
