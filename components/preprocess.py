@@ -15,6 +15,7 @@ Writes ``artifacts/<run>/preprocess/``:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from pipeline import artifacts
 from pipeline.config import Config
 
 SPLITS = ("train", "val", "test")
+DECODE_THREADS = 4
 
 
 def _load(row, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -38,6 +40,22 @@ def _load(row, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(row.mask_path, str) and row.mask_path:
         mask = (load_image(Path(row.mask_path), 1)[..., 0] > 127).astype(np.float32)
     return image, mask
+
+
+def _bounded_map(pool, fn, items, ahead: int = 2 * DECODE_THREADS):
+    """``pool.map`` in order, but with at most ``ahead`` results waiting.
+
+    ``Executor.map`` submits everything at once, so decoded images would pile
+    up in memory faster than they are written: memory would grow with the
+    dataset instead of staying flat.
+    """
+    pending = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -62,9 +80,8 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
     run_one = tf.function(lambda x: preprocess(x, spec), reduce_retracing=True)
     isize = spec["isize"]
     shards, writer = [], None
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        # Decoding runs ahead in threads; map keeps the manifest's order.
-        loaded = pool.map(lambda r: _load(r, spec["channels"]), rows.itertuples())
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        loaded = _bounded_map(pool, lambda r: _load(r, spec["channels"]), rows.itertuples())
         for index, (row, (image, mask)) in enumerate(zip(rows.itertuples(), loaded)):
             if index % shard_size == 0:
                 if writer:

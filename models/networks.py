@@ -4,9 +4,10 @@
     generator = build_generator(isize=64, channels=1, nz=100, ngf=64)
 
 The layout follows the original PyTorch code (samet-akcay/ganomaly): the
-encoder halves the image with 4x4 stride-2 convolutions until it is 4x4, then
-a 4x4 valid convolution gives the 1x1 latent; the decoder mirrors it with
-transposed convolutions. Weights start at N(0, 0.02), batch-norm scales at
+encoder halves the image with 4x4 stride-2 convolutions down to 4x4 (or, for
+sizes that are not a power of two, the smallest even halving of at least 4),
+then a valid convolution of that size gives the 1x1 latent; the decoder
+mirrors it with transposed convolutions. Weights start at N(0, 0.02), batch-norm scales at
 N(1, 0.02), as the paper's ``weights_init`` does.
 """
 
@@ -23,6 +24,19 @@ _BN_KWARGS = {"momentum": 0.9, "epsilon": 1e-5}
 def _check_isize(isize: int) -> None:
     if isize < 32 or isize % 16:
         raise ValueError(f"isize must be a multiple of 16 of at least 32, got {isize!r}")
+
+
+def bottleneck_size(isize: int) -> int:
+    """Side of the smallest feature map: ``isize`` halved while it stays even and >= 4.
+
+    64 -> 4, 48 -> 6, 80 -> 5, 144 -> 9: the last convolution uses it as its
+    kernel, so any multiple of 16 reaches a 1x1 latent (the original code
+    handled powers of two only).
+    """
+    size = isize
+    while size % 2 == 0 and size // 2 >= 4:
+        size //= 2
+    return size
 
 
 def _conv_init() -> keras.initializers.Initializer:
@@ -60,7 +74,7 @@ def _deconv(filters: int, kernel: int, strides: int, padding: str) -> layers.Con
 
 
 def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
-    """Downsamples ``x`` to a 4x4 feature map; returns it and its channel count."""
+    """Downsamples ``x`` to the bottleneck size; returns the feature map."""
     x = _conv(ndf, 4, 2, "same")(x)
     x = layers.LeakyReLU(0.2)(x)
     size, channels = isize // 2, ndf
@@ -68,7 +82,7 @@ def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
         x = _conv(channels, 3, 1, "same")(x)
         x = _batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
-    while size > 4:
+    while size > bottleneck_size(isize):
         channels *= 2
         size //= 2
         x = _conv(channels, 4, 2, "same")(x)
@@ -84,7 +98,7 @@ def build_encoder(
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
     x = _encoder_trunk(image, isize, ndf, extra_layers)
-    x = _conv(nz, 4, 1, "valid")(x)
+    x = _conv(nz, bottleneck_size(isize), 1, "valid")(x)
     latent = layers.Flatten()(x)
     return keras.Model(image, latent, name=name)
 
@@ -94,16 +108,17 @@ def build_decoder(
 ) -> keras.Model:
     """Latent ``[B, nz]`` -> image ``[B, isize, isize, C]`` in [-1, 1]."""
     _check_isize(isize)
-    filters, size = ngf // 2, 4
+    bottleneck = bottleneck_size(isize)
+    filters, size = ngf // 2, bottleneck
     while size != isize:
         filters *= 2
         size *= 2
     latent = keras.Input((nz,))
     x = layers.Reshape((1, 1, nz))(latent)
-    x = _deconv(filters, 4, 1, "valid")(x)  # 1x1 -> 4x4
+    x = _deconv(filters, bottleneck, 1, "valid")(x)  # 1x1 -> bottleneck x bottleneck
     x = _batch_norm()(x)
     x = layers.ReLU()(x)
-    size = 4
+    size = bottleneck
     while size < isize // 2:
         filters //= 2
         size *= 2
@@ -136,7 +151,7 @@ def build_generator(
 def build_discriminator(
     isize: int, channels: int, ndf: int = 64, extra_layers: int = 0
 ) -> keras.Model:
-    """Image -> (real/fake logit ``[B]``, features ``[B, 4, 4, F]``).
+    """Image -> (real/fake logit ``[B]``, features ``[B, s, s, F]``, s the bottleneck).
 
     The features (the last map before the classifier) feed the adversarial
     feature-matching loss; the logit feeds the discriminator's BCE.
@@ -144,6 +159,6 @@ def build_discriminator(
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
     features = _encoder_trunk(image, isize, ndf, extra_layers)
-    logit = layers.Flatten()(_conv(1, 4, 1, "valid")(features))
+    logit = layers.Flatten()(_conv(1, bottleneck_size(isize), 1, "valid")(features))
     logit = layers.Reshape(())(logit)
     return keras.Model(image, [logit, features], name="discriminator")

@@ -76,6 +76,9 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     """Runs one stage inside the pipeline run's MLflow run."""
     from pipeline import tracking  # noqa: PLC0415 - keeps `resolve` fast
 
+    # Fail fast, before the slow imports, when the stage before is missing.
+    if stage != "ingest":
+        artifacts.require_stage(run_path, STAGES[STAGES.index(stage) - 1])
     module = importlib.import_module(f"components.{stage}")
     print(f"[{stage}] run {run_name!r} -> {run_path / stage}", flush=True)
     with tracking.stage_run(config, run_name, run_path, stage):

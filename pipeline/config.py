@@ -176,6 +176,12 @@ def _coerce(key: str, value: object, annotation: object) -> object:
         raise ConfigError(f"{key}: unsupported field type {annotation!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        # YAML 1.1 reads "2e-4" (no decimal point) as a string.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
     return value

@@ -113,12 +113,6 @@ def test_bad_choice_and_isize_messages_quote_the_value():
     assert "3.5" in _error(None, ["train.epochs=3.5"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/config.py parse_override/load_config read values with yaml.safe_load "
-    "(YAML 1.1), which reads '2e-4' (no dot) as the string '2e-4': --set train.lr=2e-4 "
-    "and `lr: 2e-4` in a file raise 'train.lr: expected float, got str'",
-)
 @pytest.mark.parametrize("source", ["set", "file"])
 def test_exponent_floats_are_floats(tmp_path, source):
     if source == "set":

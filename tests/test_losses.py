@@ -55,9 +55,8 @@ def test_encoder_loss_is_mean_squared_latent_distance():
 def test_generator_loss_uses_the_paper_weights_by_default():
     # 1 * 0.5 + 50 * 0.1 + 1 * 2.0 = 7.5
     assert float(losses.generator_loss(0.5, 0.1, 2.0)) == pytest.approx(7.5)
-    assert float(
-        losses.generator_loss(0.5, 0.1, 2.0, w_adv=1, w_con=50, w_enc=1)
-    ) == pytest.approx(7.5)
+    explicit = losses.generator_loss(0.5, 0.1, 2.0, w_adv=1, w_con=50, w_enc=1)
+    assert float(explicit) == pytest.approx(7.5)
 
 
 def test_generator_loss_custom_weights_on_tensors():
@@ -80,9 +79,7 @@ def test_discriminator_loss_by_hand():
     # real (target 1): log 2 and -log(3/4) = log(4/3)  -> mean (log 2 + log 4/3) / 2
     # fake (target 0): log 2 and -log(1/4) = log 4     -> mean (log 2 + log 4) / 2
     # loss = half of their sum
-    expected = 0.5 * (
-        (math.log(2) + math.log(4 / 3)) / 2 + (math.log(2) + math.log(4)) / 2
-    )
+    expected = 0.5 * ((math.log(2) + math.log(4 / 3)) / 2 + (math.log(2) + math.log(4)) / 2)
     assert _value(losses.discriminator_loss(real, fake)) == pytest.approx(expected, rel=1e-5)
 
 

@@ -16,8 +16,18 @@ from components.preprocess import read_split
 from pipeline import tracking
 
 METRIC_KEYS = {
-    "image_auroc", "image_ap", "f1", "precision", "recall", "threshold", "confusion_matrix",
-    "pixel_auroc", "aupro", "n_test_normal", "n_test_abnormal", "f1_oracle",
+    "image_auroc",
+    "image_ap",
+    "f1",
+    "precision",
+    "recall",
+    "threshold",
+    "confusion_matrix",
+    "pixel_auroc",
+    "aupro",
+    "n_test_normal",
+    "n_test_abnormal",
+    "f1_oracle",
 }
 
 
@@ -101,7 +111,10 @@ def test_savedmodel_in_a_fresh_process_gives_the_evaluate_scores(pipeline_run):
     assert (export_dir / "saved_model.pb").is_file()
     done = subprocess.run(
         [sys.executable, "-c", SERVE, str(export_dir), json.dumps(scores["path"].tolist())],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     served = json.loads(done.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(served["score"], scores["score"], rtol=1e-3, atol=1e-3)
@@ -114,7 +127,9 @@ def test_saved_model_cli_lists_the_signature(pipeline_run):
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     export_dir = run_path / "export" / "ganomaly" / "1"
     done = subprocess.run(
-        [*cli, "show", "--dir", str(export_dir), "--all"], capture_output=True, text=True,
+        [*cli, "show", "--dir", str(export_dir), "--all"],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -86,9 +86,7 @@ def test_residual_map_of_a_constant_residual_stays_constant_up_to_the_border():
 
 
 def test_topk_mean_by_hand():
-    maps = np.stack(
-        [np.arange(1, 17, dtype="float32").reshape(4, 4), np.zeros((4, 4), "float32")]
-    )
+    maps = np.stack([np.arange(1, 17, dtype="float32").reshape(4, 4), np.zeros((4, 4), "float32")])
     maps[1, 2, 3] = 8.0
     # 25% of 16 pixels = 4: (13 + 14 + 15 + 16) / 4 = 14.5; second map (8 + 0 + 0 + 0) / 4 = 2
     np.testing.assert_allclose(_np(scoring.topk_mean(_t(maps), 0.25)), [14.5, 2.0])
