@@ -110,12 +110,22 @@ def inspect_all(records: list[layouts.Record], root: Path, config: Config):
         rows = list(pool.map(lambda r: _inspect(r, root, config), records))
     accepted = [row for row in rows if "reason" not in row]
     rejected = [row for row in rows if "reason" in row]
-    leaks = find_leaks([(Path(r["path"]), r["split"], r["sha256"]) for r in accepted])
-    leaked = {str(test_path) for _, test_path in leaks}
-    for train_path, test_path in leaks:
-        rejected.append({"path": str(test_path), "reason": f"same file as {train_path} in train"})
-    accepted = [row for row in accepted if row["path"] not in leaked]
     return accepted, rejected
+
+
+def drop_leaks(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Removes test images whose bytes also appear in train or val.
+
+    Runs after the splits are assigned, so layouts without splits of their own
+    (folders, CSV without a split column) are checked too.
+    """
+    leaks = find_leaks(list(zip(frame["path"].map(Path), frame["split"], frame["sha256"])))
+    rejected = [
+        {"path": str(test_path), "reason": f"same file as {train_path} in train"}
+        for train_path, test_path in leaks
+    ]
+    leaked = {row["path"] for row in rejected}
+    return frame[~frame["path"].isin(leaked)].reset_index(drop=True), rejected
 
 
 def assign_splits(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -157,13 +167,15 @@ def run(config: Config, run_path: Path) -> None:
     root = materialize_source(config)
     records = layouts.list_records(root, config.data.layout)
     accepted, rejected = inspect_all(records, root if root.is_dir() else root.parent, config)
+    frame = assign_splits(pd.DataFrame(accepted, columns=[*MANIFEST_COLUMNS, "notes"]), config)
+    frame, leaked = drop_leaks(frame)
+    rejected += leaked
     if rejected and config.data.on_bad_file == "strict":
         lines = [f"{row['path']}: {row['reason']}" for row in rejected]
         raise DataError(
             f"{len(rejected)} bad file(s) (set data.on_bad_file: skip to set them aside):\n"
             + "\n".join(lines)
         )
-    frame = assign_splits(pd.DataFrame(accepted, columns=[*MANIFEST_COLUMNS, "notes"]), config)
     _check_splits(frame, root)
     with artifacts.stage_output(run_path, "ingest") as out:
         frame[MANIFEST_COLUMNS].to_csv(out / "manifest.csv", index=False)

@@ -58,8 +58,13 @@ def build_model(config: Config) -> GANomaly:
 
 
 def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):
+    """The normal images of a split, batched; shuffled each epoch when seeded."""
+    info = json.loads((preprocess_dir / "preprocess.json").read_text())
+    normals = info["splits"][split]["normal"]
     data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
-    data = data.map(lambda ex: ex["image"]).cache()
+    # Known length: Keras then counts steps instead of warning that data ran out.
+    data = data.map(lambda ex: ex["image"])
+    data = data.apply(tf.data.experimental.assert_cardinality(normals)).cache()
     if shuffle_seed is not None:
         data = data.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -105,8 +110,14 @@ def run(config: Config, run_path: Path) -> None:
             MlflowEpochLogger(),
         ]
         start = time.time()
+        # shuffle=False: tf.data already reshuffles the training set every epoch.
         history = model.fit(
-            train, validation_data=val, epochs=t.epochs, callbacks=callbacks, verbose=2
+            train,
+            validation_data=val,
+            epochs=t.epochs,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=2,
         )
         seconds = time.time() - start
         best = min(history.history[SELECTION_METRIC])
