@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from components.preprocess import read_split
+from models.anomalies import corrupt
 from models.ganomaly import GANomaly
 from pipeline import artifacts
 from pipeline.config import Config
@@ -49,6 +50,7 @@ def build_model(config: Config) -> GANomaly:
         ngf=config.model.ngf,
         ndf=config.model.ndf,
         extra_layers=config.model.extra_layers,
+        skip_connections=config.model.skip_connections,
         score_kind=config.score.kind,
         smoothing_sigma=config.score.smoothing_sigma,
         topk_fraction=config.score.topk_fraction,
@@ -75,6 +77,15 @@ def _augment(images):
     return tf.image.random_flip_left_right(tf.image.random_flip_up_down(images))
 
 
+def _with_synthetic_anomalies(train: tf.data.Dataset, t) -> tf.data.Dataset:
+    """Batches become ``(corrupted, clean)``: the generator learns to repair."""
+    seeds = tf.data.Dataset.random(seed=t.seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(train, seeds).map(
+        lambda images, seed: (corrupt(images, t.synthetic_anomalies, seed)[0], images),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def run(config: Config, run_path: Path) -> None:
     import mlflow  # noqa: PLC0415
 
@@ -83,6 +94,8 @@ def run(config: Config, run_path: Path) -> None:
     train = _images(preprocess_dir, "train", config.train.batch_size, config.train.seed)
     if config.train.augment:
         train = train.map(_augment)
+    if config.train.synthetic_anomalies > 0:
+        train = _with_synthetic_anomalies(train, config.train)
     val = _images(preprocess_dir, "val", config.train.batch_size, None)
     model = build_model(config)
     t = config.train

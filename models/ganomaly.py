@@ -41,6 +41,7 @@ class GANomaly(keras.Model):
         ngf: generator base filters.
         ndf: discriminator base filters.
         extra_layers: extra 3x3 conv blocks per network.
+        skip_connections: U-Net skips from encoder1 to the decoder (Skip-GANomaly).
         score_kind: ``latent``, ``residual``, ``ssim`` or ``combined`` (see
             models.scoring).
         smoothing_sigma: Gaussian sigma of the anomaly map, in pixels.
@@ -58,6 +59,7 @@ class GANomaly(keras.Model):
         ngf: int = 64,
         ndf: int = 64,
         extra_layers: int = 0,
+        skip_connections: bool = False,
         score_kind: str = "latent",
         smoothing_sigma: float = 1.0,
         topk_fraction: float = 0.01,
@@ -83,12 +85,15 @@ class GANomaly(keras.Model):
             raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
         self.isize, self.channels, self.nz = isize, channels, nz
         self.ngf, self.ndf, self.extra_layers = ngf, ndf, extra_layers
+        self.skip_connections = bool(skip_connections)
         self.score_kind = score_kind
         self.smoothing_sigma = smoothing_sigma
         self.topk_fraction = topk_fraction
         self.pixel_norm = bool(pixel_norm)
         self.seed = seed
-        self.generator = build_generator(isize, channels, nz, ngf, extra_layers)
+        self.generator = build_generator(
+            isize, channels, nz, ngf, extra_layers, skip_connections=self.skip_connections
+        )
         self.discriminator = build_discriminator(isize, channels, ndf, extra_layers)
         self._reinit_seed = keras.random.SeedGenerator(seed)
         # Standardisation, from validation normals: the residual and SSIM maps
@@ -122,6 +127,7 @@ class GANomaly(keras.Model):
             ngf=self.ngf,
             ndf=self.ndf,
             extra_layers=self.extra_layers,
+            skip_connections=self.skip_connections,
             score_kind=self.score_kind,
             smoothing_sigma=self.smoothing_sigma,
             topk_fraction=self.topk_fraction,
@@ -153,12 +159,12 @@ class GANomaly(keras.Model):
         """Returns ``(reconstruction, latent_i, latent_o)``."""
         return self.generator(images, training=training)
 
-    def _generator_losses(self, images, training: bool) -> dict:
-        reconstruction, latent_i, latent_o = self.generator(images, training=training)
-        _, real_features = self.discriminator(images, training=training)
+    def _generator_losses(self, inputs, targets, training: bool) -> dict:
+        reconstruction, latent_i, latent_o = self.generator(inputs, training=training)
+        _, real_features = self.discriminator(targets, training=training)
         _, fake_features = self.discriminator(reconstruction, training=training)
         adv = losses.adversarial_loss(real_features, fake_features)
-        con = losses.contextual_loss(images, reconstruction)
+        con = losses.contextual_loss(targets, reconstruction)
         enc = losses.encoder_loss(latent_i, latent_o)
         g_loss = losses.generator_loss(adv, con, enc, self.w_adv, self.w_con, self.w_enc)
         return {
@@ -174,12 +180,19 @@ class GANomaly(keras.Model):
         fake_logits, _ = self.discriminator(reconstruction, training=training)
         return losses.discriminator_loss(real_logits, fake_logits)
 
-    def train_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
+    @staticmethod
+    def _unpack(data):
+        """``images`` or ``(inputs, targets)``: inputs may carry synthetic anomalies."""
+        if isinstance(data, (tuple, list)):
+            return (data[0], data[1]) if len(data) > 1 else (data[0], data[0])
+        return data, data
 
-        # Generator: reconstruct the image, match the discriminator's features.
+    def train_step(self, data):
+        inputs, images = self._unpack(data)
+
+        # Generator: reconstruct the (clean) image, match the discriminator's features.
         with tf.GradientTape() as g_tape:
-            g = self._generator_losses(images, training=True)
+            g = self._generator_losses(inputs, images, training=True)
         g_weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g["g_loss"], g_weights), g_weights))
 
@@ -197,8 +210,8 @@ class GANomaly(keras.Model):
         return self._update_trackers(g, d_loss, reinit)
 
     def test_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        g = self._generator_losses(images, training=False)
+        inputs, images = self._unpack(data)
+        g = self._generator_losses(inputs, images, training=False)
         d_loss = self._discriminator_loss(images, g["reconstruction"], training=False)
         return self._update_trackers(g, d_loss, tf.constant(0.0))
 

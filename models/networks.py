@@ -134,16 +134,51 @@ def build_decoder(
     return keras.Model(latent, image, name=name)
 
 
+def build_skip_autoencoder(isize: int, channels: int, nz: int, ngf: int) -> keras.Model:
+    """Encoder1 + decoder with U-Net skip connections (Skip-GANomaly, Akcay et al. 2019).
+
+    Image -> (reconstruction, latent_i). Every decoder level also sees the
+    encoder's features of the same size, so reconstructions keep fine texture
+    that the 1x1 bottleneck alone loses.
+    """
+    _check_isize(isize)
+    image = keras.Input((isize, isize, channels))
+    x = layers.LeakyReLU(0.2)(_conv(ngf, 4, 2, "same")(image))
+    skips, size, filters = [x], isize // 2, ngf
+    while size > bottleneck_size(isize):
+        filters, size = filters * 2, size // 2
+        x = layers.LeakyReLU(0.2)(_batch_norm()(_conv(filters, 4, 2, "same")(x)))
+        skips.append(x)
+    latent = layers.Flatten()(_conv(nz, size, 1, "valid")(x))
+    y = layers.Reshape((1, 1, nz))(latent)
+    y = layers.ReLU()(_batch_norm()(_deconv(filters, size, 1, "valid")(y)))
+    y = layers.Concatenate()([y, skips.pop()])
+    while skips:
+        filters //= 2
+        y = layers.ReLU()(_batch_norm()(_deconv(filters, 4, 2, "same")(y)))
+        y = layers.Concatenate()([y, skips.pop()])
+    reconstruction = layers.Activation("tanh")(_deconv(channels, 4, 2, "same")(y))
+    return keras.Model(image, [reconstruction, latent], name="encoder1_decoder")
+
+
 def build_generator(
-    isize: int, channels: int, nz: int = 100, ngf: int = 64, extra_layers: int = 0
+    isize: int,
+    channels: int,
+    nz: int = 100,
+    ngf: int = 64,
+    extra_layers: int = 0,
+    skip_connections: bool = False,
 ) -> keras.Model:
     """Encoder -> decoder -> encoder: image -> (reconstruction, latent_i, latent_o)."""
-    encoder1 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder1")
-    decoder = build_decoder(isize, channels, nz, ngf, extra_layers, name="decoder")
-    encoder2 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder2")
     image = keras.Input((isize, isize, channels))
-    latent_i = encoder1(image)
-    reconstruction = decoder(latent_i)
+    if skip_connections:
+        reconstruction, latent_i = build_skip_autoencoder(isize, channels, nz, ngf)(image)
+    else:
+        encoder1 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder1")
+        decoder = build_decoder(isize, channels, nz, ngf, extra_layers, name="decoder")
+        latent_i = encoder1(image)
+        reconstruction = decoder(latent_i)
+    encoder2 = build_encoder(isize, channels, nz, ngf, extra_layers, name="encoder2")
     latent_o = encoder2(reconstruction)
     return keras.Model(image, [reconstruction, latent_i, latent_o], name="generator")
 

@@ -65,6 +65,7 @@ class ModelConfig:
     ngf: int = 64
     ndf: int = 64
     extra_layers: int = 0
+    skip_connections: bool = False  # U-Net skips encoder1 -> decoder (Skip-GANomaly)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class TrainConfig:
     w_enc: float = 1.0
     seed: int = 0
     augment: bool = False
+    synthetic_anomalies: float = 0.0  # share of training images given a pasted anomaly
 
 
 @dataclass
