@@ -28,6 +28,7 @@ from components.validation import BadFile, find_leaks, inspect_image, inspect_ma
 from pipeline import artifacts
 from pipeline.config import Config
 from pipeline.errors import DataError
+from pipeline.progress import progress
 
 MANIFEST_COLUMNS = [
     "path",
@@ -107,7 +108,8 @@ def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
 def inspect_all(records: list[layouts.Record], root: Path, config: Config):
     """Opens every file in parallel; returns (accepted rows, rejected rows)."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        rows = list(pool.map(lambda r: _inspect(r, root, config), records))
+        checked = pool.map(lambda r: _inspect(r, root, config), records)
+        rows = list(progress(checked, len(records), "[ingest] checked"))
     accepted = [row for row in rows if "reason" not in row]
     rejected = [row for row in rows if "reason" in row]
     return accepted, rejected

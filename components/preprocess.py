@@ -29,6 +29,7 @@ from components.validation import load_image
 from models.preprocessing import preprocess, resize_mask
 from pipeline import artifacts
 from pipeline.config import Config
+from pipeline.progress import progress
 
 SPLITS = ("train", "val", "test")
 DECODE_THREADS = 4
@@ -82,7 +83,8 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
     shards, writer = [], None
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         loaded = _bounded_map(pool, lambda r: _load(r, spec["channels"]), rows.itertuples())
-        for index, (row, (image, mask)) in enumerate(zip(rows.itertuples(), loaded)):
+        pairs = progress(zip(rows.itertuples(), loaded), len(rows), f"[preprocess] {split}")
+        for index, (row, (image, mask)) in enumerate(pairs):
             if index % shard_size == 0:
                 if writer:
                     writer.close()

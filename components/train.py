@@ -86,19 +86,9 @@ def _with_synthetic_anomalies(train: tf.data.Dataset, t) -> tf.data.Dataset:
     )
 
 
-def run(config: Config, run_path: Path) -> None:
-    import mlflow  # noqa: PLC0415
-
-    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    keras.utils.set_random_seed(config.train.seed)
-    train = _images(preprocess_dir, "train", config.train.batch_size, config.train.seed)
-    if config.train.augment:
-        train = train.map(_augment)
-    if config.train.synthetic_anomalies > 0:
-        train = _with_synthetic_anomalies(train, config.train)
-    val = _images(preprocess_dir, "val", config.train.batch_size, None)
-    model = build_model(config)
-    t = config.train
+def compiled_model(config: Config) -> GANomaly:
+    """``build_model`` with the paper's optimizers and loss weights from the config."""
+    model, t = build_model(config), config.train
     model.compile(
         g_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
         d_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
@@ -106,42 +96,65 @@ def run(config: Config, run_path: Path) -> None:
         w_con=t.w_con,
         w_enc=t.w_enc,
     )
+    return model
+
+
+def training_data(config: Config, preprocess_dir: Path):
+    """``(train, val)`` datasets: shuffled, augmented training normals; validation normals."""
+    t = config.train
+    train = _images(preprocess_dir, "train", t.batch_size, t.seed)
+    if t.augment:
+        train = train.map(_augment)
+    if t.synthetic_anomalies > 0:
+        train = _with_synthetic_anomalies(train, t)
+    return train, _images(preprocess_dir, "val", t.batch_size, None)
+
+
+def _callbacks(out: Path) -> list[keras.callbacks.Callback]:
+    (out / "checkpoints").mkdir()
+    best = keras.callbacks.ModelCheckpoint(
+        str(out / "model.weights.h5"),
+        monitor=SELECTION_METRIC,
+        mode="min",
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    last = keras.callbacks.ModelCheckpoint(
+        str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
+    )
+    return [best, last, keras.callbacks.CSVLogger(str(out / "history.csv")), MlflowEpochLogger()]
+
+
+def run(config: Config, run_path: Path) -> None:
+    import mlflow  # noqa: PLC0415
+
+    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
+    keras.utils.set_random_seed(config.train.seed)
+    train, val = training_data(config, preprocess_dir)
+    model = compiled_model(config)
     with artifacts.stage_output(run_path, "train") as out:
-        (out / "checkpoints").mkdir()
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(
-                str(out / "model.weights.h5"),
-                monitor=SELECTION_METRIC,
-                mode="min",
-                save_best_only=True,
-                save_weights_only=True,
-            ),
-            keras.callbacks.ModelCheckpoint(
-                str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
-            ),
-            keras.callbacks.CSVLogger(str(out / "history.csv")),
-            MlflowEpochLogger(),
-        ]
         start = time.time()
         # shuffle=False: tf.data already reshuffles the training set every epoch.
         history = model.fit(
             train,
             validation_data=val,
-            epochs=t.epochs,
-            callbacks=callbacks,
+            epochs=config.train.epochs,
+            callbacks=_callbacks(out),
             shuffle=False,
             verbose=2,
         )
-        seconds = time.time() - start
-        best = min(history.history[SELECTION_METRIC])
-        best_epoch = history.history[SELECTION_METRIC].index(best) + 1
-        (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
+        losses = history.history[SELECTION_METRIC]
         summary = {
-            "train_seconds": seconds,
-            "best_epoch": best_epoch,
-            f"best_{SELECTION_METRIC}": best,
+            "train_seconds": time.time() - start,
+            "best_epoch": losses.index(min(losses)) + 1,
+            f"best_{SELECTION_METRIC}": min(losses),
         }
+        (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
         (out / "train.json").write_text(json.dumps(summary, indent=2))
         mlflow.log_metrics(summary)
         mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
-    print(f"[train] {t.epochs} epochs in {seconds:.0f} s; best epoch {best_epoch}", flush=True)
+    print(
+        f"[train] {config.train.epochs} epochs in {summary['train_seconds']:.0f} s; "
+        f"best epoch {summary['best_epoch']}",
+        flush=True,
+    )

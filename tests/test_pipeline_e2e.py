@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -155,3 +159,64 @@ def test_one_mlflow_run_holds_every_stage(pipeline_run, mlflow_uri):
     assert {"ingest", "evaluate", "export"} <= top
     evaluated = {a.path for a in client.list_artifacts(run_id, "evaluate")}
     assert "evaluate/metrics.json" in evaluated
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str, payload: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_mlflow_server_shows_the_run(pipeline_run, mlflow_uri, tmp_path):
+    """What `make ui` serves: a real `mlflow server` on 127.0.0.1 over the same store."""
+    _, run_path = pipeline_run
+    run_id = json.loads((run_path / tracking.RUN_FILE).read_text())["run_id"]
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            mlflow_uri,
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError("mlflow server did not come up") from None
+                time.sleep(0.5)
+        run = _get_json(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["model.ngf"] == "8"
+        history = _get_json(
+            f"{base}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=val_con_loss"
+        )
+        assert [m["step"] for m in history["metrics"]] == [1, 2]
+        listed = _get_json(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluate")
+        assert "evaluate/report.md" in {f["path"] for f in listed["files"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

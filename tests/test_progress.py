@@ -1,0 +1,17 @@
+import io
+
+from pipeline.progress import progress
+
+
+def test_progress_yields_everything_and_reports_every_tenth_in_a_log():
+    stream = io.StringIO()
+    assert list(progress(range(50), 50, "[x]", stream=stream)) == list(range(50))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("[x] 5/50 (10%") and lines[-1].startswith("[x] 50/50 (100%")
+
+
+def test_progress_of_nothing_prints_nothing():
+    stream = io.StringIO()
+    assert list(progress([], 0, "[x]", stream=stream)) == []
+    assert stream.getvalue() == ""
