@@ -12,6 +12,8 @@ ART := artifacts/$(RUN)
 STAMPS := $(ART)/.stamps
 GANOMALY = $(BIN)/ganomaly
 ARGS = --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
+# Stages read the resolved snapshot, so editing CONFIG mid-run cannot mix settings.
+STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
 
 .PHONY: help setup ingest preprocess train evaluate export run test lint bench benchmark ui clean resolve
 
@@ -34,16 +36,16 @@ resolve: $(INSTALLED)
 $(STAMPS)/%.yaml: resolve ;
 
 $(ART)/ingest/_SUCCESS: $(STAMPS)/ingest.yaml
-	$(GANOMALY) ingest $(ARGS)
+	$(GANOMALY) ingest $(STAGE_ARGS)
 $(ART)/preprocess/_SUCCESS: $(ART)/ingest/_SUCCESS $(STAMPS)/preprocess.yaml
-	$(GANOMALY) preprocess $(ARGS)
+	$(GANOMALY) preprocess $(STAGE_ARGS)
 $(ART)/train/_SUCCESS: $(ART)/preprocess/_SUCCESS $(STAMPS)/train.yaml
-	$(GANOMALY) train $(ARGS)
+	$(GANOMALY) train $(STAGE_ARGS)
 $(ART)/evaluate/_SUCCESS: $(ART)/train/_SUCCESS $(STAMPS)/evaluate.yaml
-	$(GANOMALY) evaluate $(ARGS)
+	$(GANOMALY) evaluate $(STAGE_ARGS)
 	@cat $(ART)/evaluate/metrics.json; echo
 $(ART)/export/_SUCCESS: $(ART)/evaluate/_SUCCESS $(STAMPS)/export.yaml
-	$(GANOMALY) export $(ARGS)
+	$(GANOMALY) export $(STAGE_ARGS)
 
 ingest: $(ART)/ingest/_SUCCESS ## read, check and split the dataset
 preprocess: $(ART)/preprocess/_SUCCESS ## preprocess into TFRecords

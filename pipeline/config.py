@@ -89,9 +89,9 @@ class ScoreConfig:
     """How an image (and each pixel) is scored."""
 
     kind: str = "residual"  # latent | residual | ssim | combined
-    smoothing_sigma: float = 1.0  # Gaussian blur of the residual map, in pixels at isize
+    smoothing_sigma: float = 2.0  # Gaussian blur of the residual map, in pixels at isize
     topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
-    pixel_norm: bool = False  # standardise maps per pixel position (aligned parts)
+    pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
 
 
 @dataclass
