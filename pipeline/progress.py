@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def progress(items: Iterable[T], total: int, label: str, stream=None) -> Iterator[T]:
     """Yields ``items`` while showing ``label done/total (pct%) rate``."""
-    stream = stream or sys.stderr
+    stream = stream or sys.stdout
     interactive = stream.isatty()
     start, next_report = time.time(), 0.1
     done = 0
