@@ -64,7 +64,7 @@ def materialize_source(config: Config) -> Path:
         from components.sources import mnist  # noqa: PLC0415
 
         digit = source.partition(":")[2]
-        if not digit.isdigit():
+        if not (digit.isdigit() and 0 <= int(digit) <= 9):
             raise DataError(f"data.source {source!r}: expected mnist:<digit 0-9>")
         return mnist.generate(DATA_DIR / f"mnist-{digit}-s{data.seed}", int(digit), seed=data.seed)
     if source == "elpv":

@@ -377,3 +377,14 @@ def test_folders_layout_duplicates_do_not_leak_into_test(tmp_path, mlflow_uri):
     test_sha = set(frame.loc[frame["split"] == "test", "sha256"])
     train_sha = set(frame.loc[frame["split"].isin(["train", "val"]), "sha256"])
     assert not test_sha & train_sha, "the same bytes are in test and in train/val"
+
+
+@pytest.mark.parametrize("source", ["mnist:12", "mnist:x", "/no/such/folder"])
+def test_a_bad_source_is_one_line_naming_it(tmp_path, monkeypatch, capsys, mlflow_uri, source):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    code = cli.main(["ingest", "--config", "empty.yaml", "--set", f"data.source={source}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("ganomaly ingest: error:")
+    assert source in err
