@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import Config, ConfigError, dump_config, load_config, parse_override
 
@@ -33,10 +34,13 @@ def test_defaults_load():
     assert config.data.source == "synthetic:valve-seats"
 
 
-def test_the_shipped_default_yaml_loads():
-    config = load_config(DEFAULT_YAML)
-    assert config.preprocess.isize == 64
-    assert config.train.batch_size == 32
+@pytest.mark.parametrize("name", ["default.yaml", "mvtec.yaml", "mnist.yaml"])
+def test_the_shipped_configs_load_with_every_value_they_set(name):
+    path = DEFAULT_YAML.with_name(name)
+    config = load_config(path).to_dict()
+    for section, values in yaml.safe_load(path.read_text()).items():
+        for key, value in values.items():
+            assert config[section][key] == value, f"{section}.{key}"
 
 
 def test_yaml_file_overrides_defaults_and_keeps_the_rest(tmp_path):
