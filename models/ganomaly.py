@@ -310,15 +310,16 @@ class GANomaly(keras.Model):
         raws = [
             {k: ops.convert_to_numpy(v) for k, v in self.raw_scores(b).items()} for b in batches
         ]
-        stats = {}
-        for i, name in enumerate(scoring.MAP_KINDS):
+        stats, means, stds = {}, [], []
+        for name in scoring.MAP_KINDS:
             maps = np.concatenate([r[name] for r in raws]).astype(np.float64)
             mean, std = self._map_statistics(maps)
-            stats[f"{name}_map_mean"], stats[f"{name}_map_std"] = (
-                float(maps.mean()),
-                float(maps.std()),
-            )
-            self._set_map_stats(i, mean, std)
+            means.append(mean)
+            stds.append(std)
+            stats[f"{name}_map_mean"] = float(maps.mean())
+            stats[f"{name}_map_std"] = float(maps.std())
+        self.map_mean.assign(np.stack(means))
+        self.map_std.assign(np.stack(stds))
         parts = [self._standardized(r) for r in raws]
         latent = np.concatenate([ops.convert_to_numpy(p["latent_raw"]) for p in parts])
         map_score = np.concatenate([ops.convert_to_numpy(p["map_score_raw"]) for p in parts])
@@ -332,10 +333,3 @@ class GANomaly(keras.Model):
             images=int(len(latent)),
         )
         return stats
-
-    def _set_map_stats(self, index: int, mean: np.ndarray, std: np.ndarray) -> None:
-        means = ops.convert_to_numpy(self.map_mean).copy()
-        stds = ops.convert_to_numpy(self.map_std).copy()
-        means[index], stds[index] = mean, std
-        self.map_mean.assign(means)
-        self.map_std.assign(stds)

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from pipeline import artifacts
 from pipeline.config import Config, dump_config, load_config
 from pipeline.errors import PipelineError
@@ -62,14 +64,8 @@ def resolve(config: Config, run_path: Path) -> None:
     _write_if_changed(run_path / "config.yaml", dump_config(config))
     full = config.to_dict()
     for stage, sections in STAGE_SECTIONS.items():
-        text = dump_config_sections({s: full[s] for s in sections})
+        text = yaml.safe_dump({s: full[s] for s in sections}, sort_keys=False)
         _write_if_changed(run_path / ".stamps" / f"{stage}.yaml", text)
-
-
-def dump_config_sections(sections: dict) -> str:
-    import yaml  # noqa: PLC0415
-
-    return yaml.safe_dump(sections, sort_keys=False)
 
 
 def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None:

@@ -51,12 +51,16 @@ def _params(config: Config) -> dict[str, str]:
     return {key: str(value) for key, value in config.flat().items()}
 
 
-def _reusable_run(mlflow, run_path: Path, params: dict[str, str]) -> str | None:
-    """The run id recorded for this pipeline run, if its params agree with ``params``."""
+def _recorded_run(run_path: Path) -> str | None:
+    """The MLflow run id this pipeline run recorded, if any."""
     record = run_path / RUN_FILE
-    if not record.is_file():
+    return json.loads(record.read_text())["run_id"] if record.is_file() else None
+
+
+def _reusable_run(mlflow, run_id: str | None, params: dict[str, str]) -> str | None:
+    """``run_id`` if that run exists and its params agree with ``params``."""
+    if run_id is None:
         return None
-    run_id = json.loads(record.read_text())["run_id"]
     try:
         logged = mlflow.get_run(run_id).data.params
     except Exception:  # noqa: BLE001 - a deleted run or another store: start afresh
@@ -74,10 +78,8 @@ def stage_run(config: Config, run_name: str, run_path: Path, stage: str) -> Iter
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     params = _params(config)
-    previous = None
-    if (run_path / RUN_FILE).is_file():
-        previous = json.loads((run_path / RUN_FILE).read_text())["run_id"]
-    run_id = None if stage == "ingest" else _reusable_run(mlflow, run_path, params)
+    previous = _recorded_run(run_path)
+    run_id = None if stage == "ingest" else _reusable_run(mlflow, previous, params)
     experiment_id = _experiment_id(mlflow, config.experiment_name())
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name) as run:
         if run_id is None:
