@@ -1,0 +1,74 @@
+"""The evaluate stage's threshold choice and metric assembly, on hand-made scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.evaluate import choose_threshold, image_metrics, pixel_metrics
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+
+
+def _split(labels, scores, defect_types=None):
+    labels = np.asarray(labels)
+    types = defect_types or ["good" if y == 0 else "crack" for y in labels]
+    return {
+        "label": labels,
+        "score": np.asarray(scores, dtype=float),
+        "defect_type": np.asarray(types),
+        "mask": np.zeros((len(labels), 4, 4), np.uint8),
+        "anomaly_map": np.zeros((len(labels), 4, 4)),
+        "roi": np.ones((len(labels), 4, 4), np.uint8),
+    }
+
+
+def test_quantile_threshold_uses_validation_normals_only():
+    # Normals score 0..99; the defect's 1000 must not move a normals-only quantile.
+    val = _split([0] * 100 + [1], [*range(100), 1000])
+    config = load_config(None, ["threshold.method=quantile", "threshold.quantile=0.99"])
+    threshold, how = choose_threshold(config, val)
+    assert threshold == pytest.approx(98.01)  # numpy linear quantile of 0..99 at 0.99
+    assert "0.99 quantile" in how
+
+
+def test_f1_threshold_needs_and_uses_labelled_validation():
+    config = load_config(None, ["threshold.method=f1"])
+    with pytest.raises(PipelineError, match="val_abnormal_fraction"):
+        choose_threshold(config, _split([0, 0, 0], [0.1, 0.2, 0.3]))
+    # Normals 0.1 0.2 0.6, defects 0.5 0.9: flagging >= 0.5 gives tp 2, fp 1 -> F1 0.8,
+    # flagging >= 0.9 gives tp 1 -> F1 0.667; the best is 0.5.
+    threshold, _ = choose_threshold(config, _split([0, 0, 0, 1, 1], [0.1, 0.2, 0.6, 0.5, 0.9]))
+    assert threshold == pytest.approx(0.5)
+
+
+def test_fixed_threshold_is_taken_as_given():
+    config = load_config(None, ["threshold.method=fixed", "threshold.value=1.5"])
+    assert choose_threshold(config, _split([0, 1], [0.0, 2.0])) == (1.5, "fixed")
+
+
+def test_image_metrics_at_the_threshold_and_per_defect_type():
+    test = _split(
+        [0, 0, 0, 1, 1, 1],
+        [0.1, 0.4, 0.7, 0.6, 0.9, 0.3],
+        ["good", "good", "good", "crack", "crack", "dent"],
+    )
+    result, per_type = image_metrics(test, threshold=0.5)
+    # >= 0.5: normals 0.7 (fp); defects 0.6, 0.9 (tp), 0.3 missed (fn).
+    assert result["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 2}
+    assert result["precision"] == pytest.approx(2 / 3)
+    assert result["recall"] == pytest.approx(2 / 3)
+    # crack (0.6, 0.9) vs normals (0.1, 0.4, 0.7): 5 of 6 pairs ordered right.
+    assert per_type["crack"] == pytest.approx(5 / 6)
+    # dent (0.3) beats only 0.1 of the three normals.
+    assert per_type["dent"] == pytest.approx(1 / 3)
+    # Oracle: flagging >= 0.6 gives tp 2, fp 1, fn 1 -> 2/3; >= 0.3 gives tp 3, fp 2 -> 0.75.
+    assert result["f1_oracle"] == pytest.approx(0.75)
+
+
+def test_pixel_metrics_are_null_without_masks_and_computed_with_them():
+    test = _split([0, 1], [0.0, 1.0])
+    assert pixel_metrics(test) == {"pixel_auroc": None, "aupro": None}
+    test["mask"][1, 1:3, 1:3] = 1
+    test["anomaly_map"][1, 1:3, 1:3] = 5.0
+    assert pixel_metrics(test) == {"pixel_auroc": 1.0, "aupro": pytest.approx(1.0)}
