@@ -59,10 +59,13 @@ test: $(INSTALLED) ## run the test suite
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check .
 
-ui: $(INSTALLED) ## serve the MLflow UI on 127.0.0.1:5000
-	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
-	  --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
-	  --default-artifact-root $(CURDIR)/mlflow/artifacts
+include mlflow/server.env
+
+ui: $(INSTALLED) ## serve the MLflow UI (mlflow/server.env: 127.0.0.1:5000, the local store)
+	mkdir -p mlflow/artifacts
+	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) \
+	  --backend-store-uri $(MLFLOW_BACKEND_STORE_URI) \
+	  --default-artifact-root $(MLFLOW_ARTIFACTS_DESTINATION)
 
 bench: $(INSTALLED) ## ingest+preprocess images/s and peak memory (900x900 PNGs -> 128x128)
 	$(BIN)/python -m pipeline.bench
