@@ -47,6 +47,19 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)[:, :, None, None]
 
 
+def _blur(images, sigma: float):
+    """Gaussian blur of ``[B, H, W, C]`` per channel, reflect-padded.
+
+    Reflect padding: zero padding would darken the border of every map.
+    """
+    kernel = gaussian_kernel(sigma)
+    pad = kernel.shape[0] // 2
+    channels = images.shape[-1]
+    kernel = ops.convert_to_tensor(np.tile(kernel, (1, 1, channels, 1)))
+    padded = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
+    return ops.depthwise_conv(padded, kernel, padding="valid")
+
+
 def residual_map(images, reconstructions, sigma: float = 1.0):
     """``[B, H, W, C] x2 -> [B, H, W]``: channel-mean |x - G(x)|, smoothed.
 
@@ -55,22 +68,8 @@ def residual_map(images, reconstructions, sigma: float = 1.0):
     """
     residual = ops.mean(ops.abs(images - reconstructions), axis=-1, keepdims=True)
     if sigma > 0:
-        kernel = ops.convert_to_tensor(gaussian_kernel(sigma))
-        pad = kernel.shape[0] // 2
-        # Reflect padding: zero padding would darken the border of every map.
-        residual = ops.pad(residual, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
-        residual = ops.conv(residual, kernel, padding="valid")
+        residual = _blur(residual, sigma)
     return residual[..., 0]
-
-
-def _blur(images, sigma: float):
-    """Gaussian blur of ``[B, H, W, C]`` per channel, reflect-padded."""
-    kernel = gaussian_kernel(sigma)
-    pad = kernel.shape[0] // 2
-    channels = images.shape[-1]
-    kernel = ops.convert_to_tensor(np.tile(kernel, (1, 1, channels, 1)))
-    padded = ops.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
-    return ops.depthwise_conv(padded, kernel, padding="valid")
 
 
 def ssim_map(images, reconstructions, sigma: float = 1.5):
