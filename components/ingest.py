@@ -80,11 +80,13 @@ def materialize_source(config: Config) -> Path:
     return path
 
 
-def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
-    """One manifest row, or ``{"path", "reason"}`` for a rejected file."""
+def _inspect(record: layouts.Record, root: Path | None, config: Config) -> dict:
+    """One manifest row, or ``{"path", "reason"}`` for a rejected file.
+
+    ``root`` bounds where symlinks may lead; None lets them lead anywhere.
+    """
     try:
-        allowed_root = root if config.data.external_symlinks == "reject" else None
-        info = inspect_image(record.path, allowed_root, config.data.max_pixels)
+        info = inspect_image(record.path, root, config.data.max_pixels)
         if record.mask_path is not None:
             inspect_mask(record.mask_path, info, record.path)
         elif record.label == 1 and record.masks_promised:
@@ -107,8 +109,9 @@ def _inspect(record: layouts.Record, root: Path, config: Config) -> dict:
 
 def inspect_all(records: list[layouts.Record], root: Path, config: Config):
     """Opens every file in parallel; returns (accepted rows, rejected rows)."""
+    allowed_root = root if config.data.external_symlinks == "reject" else None
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        checked = pool.map(lambda r: _inspect(r, root, config), records)
+        checked = pool.map(lambda r: _inspect(r, allowed_root, config), records)
         rows = list(progress(checked, len(records), "[ingest] checked"))
     accepted = [row for row in rows if "reason" not in row]
     rejected = [row for row in rows if "reason" in row]
