@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.validation import load_image  # noqa: E402
+from components.validation import load_image, oriented_size  # noqa: E402
 from models.localization import Region, find_regions, upsample_map  # noqa: E402
 
 REGION_COLUMNS = [
@@ -40,7 +40,6 @@ REGION_COLUMNS = [
     "peak",
     "mean",
 ]
-_EXIF_ORIENTATION = 0x0112
 _RESIZE_MODES = ("squash", "letterbox", "center_crop")
 
 
@@ -76,10 +75,7 @@ def map_threshold(val_normal_maps: np.ndarray, quantile: float, roi=None) -> flo
 def image_size(path) -> tuple[int, int]:
     """``(H, W)`` of an image after EXIF orientation, from its header only (no decoding)."""
     with Image.open(path) as img:
-        width, height = img.size
-        # load_image applies EXIF orientation; 5-8 swap the sides.
-        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
+        width, height = oriented_size(img)
     return height, width
 
 

@@ -126,6 +126,12 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` as ``load_image`` will return it: EXIF 5-8 swap the sides."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
 def _mode_notes(path: Path, img: Image.Image) -> tuple[int, list[str]]:
     """Return the channel count loading will give and the conversions it will apply."""
     mode, notes = img.mode, []
@@ -188,9 +194,8 @@ def inspect_image(path: Path, root: Path | None, max_pixels: int, min_side: int 
     channels, notes = _mode_notes(path, img)
     if path.suffix.lower() not in _FORMATS[img.format]:
         notes.append(f"content is {img.format} despite the {path.suffix} extension")
+    width, height = oriented_size(img)
     orientation = _orientation(img)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
     if orientation in range(2, 9):
         notes.append(f"EXIF-rotated (orientation {orientation})")
     if getattr(img, "n_frames", 1) > 1:
@@ -210,7 +215,7 @@ def inspect_mask(mask_path: Path, image_info: ImageInfo, image_path: Path) -> No
     data = _read_bytes(mask_path)
     with _pil_guard():
         img = _open(mask_path, data)
-        size = img.size[::-1] if _orientation(img) in (5, 6, 7, 8) else img.size
+        size = oriented_size(img)
         if size != (image_info.width, image_info.height):
             raise BadFile(
                 mask_path,
