@@ -10,6 +10,7 @@ Writes ``artifacts/<run>/evaluate/``:
   masks), n_test_normal, n_test_abnormal, plus f1_oracle (best F1 on the
   test set itself, for comparison with published figures only).
 - ``auroc_per_defect_type.json``: each defect type against the test normals.
+- ``pixel_auroc_per_defect_type.json``: the same per type for pixels (empty without masks).
 - ``scores.csv``: per test image its scores and decision.
 - ``model.weights.h5`` and ``scoring.json``: the weights with the score
   standardisation frozen in, the threshold and the statistics (export uses them).
@@ -96,6 +97,26 @@ def pixel_metrics(test: dict) -> dict:
     }
 
 
+def pixel_auroc_per_type(test: dict) -> dict:
+    """Pixel AUROC of each defect type: its images' pixels and the test normals' pixels.
+
+    The pooled ``pixel_auroc`` is weighted by defect area, so one type with large masks
+    can hide how well the small ones are found; this shows each type on its own.
+    Empty without masks.
+    """
+    labels, types = test["label"], test["defect_type"]
+    if not test["mask"][labels == 1].any():
+        return {}
+    normals = labels == 0
+    per_type = {}
+    for defect in sorted(set(types[labels == 1])):
+        keep = normals | ((labels == 1) & (types == defect))
+        per_type[defect] = metrics.pixel_auroc(
+            test["mask"][keep] > 0, test["anomaly_map"][keep], roi=test["roi"][keep] > 0
+        )
+    return per_type
+
+
 def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
     """The image-level metrics at ``threshold``, and the AUROC per defect type."""
     labels, scores = test["label"], test["score"]
@@ -140,6 +161,7 @@ def evaluate_model(model, config: Config, preprocess_dir: Path) -> dict:
     return {
         "result": result,
         "per_type": per_type,
+        "pixel_per_type": pixel_auroc_per_type(test),
         "how": how,
         "stats": stats,
         "map_threshold": map_threshold,
@@ -179,6 +201,9 @@ def run(config: Config, run_path: Path) -> None:
         (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         (out / "auroc_per_defect_type.json").write_text(json.dumps(ev["per_type"], indent=2))
+        (out / "pixel_auroc_per_defect_type.json").write_text(
+            json.dumps(ev["pixel_per_type"], indent=2)
+        )
         _write_scores(test, result["threshold"], out / "scores.csv")
         evaluation_report.write(
             {**result, "map_threshold": map_threshold},
@@ -190,8 +215,9 @@ def run(config: Config, run_path: Path) -> None:
             gallery_size=config.evaluate.gallery_size,
             mask_paths=dict(zip(manifest["path"], manifest["mask_path"])),
             resize=config.preprocess.resize,
+            pixel_per_type=ev["pixel_per_type"],
         )
-        mlflow.log_metrics(_loggable(result, ev["per_type"]))
+        mlflow.log_metrics(_loggable(result, ev["per_type"], ev["pixel_per_type"]))
         mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
         f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at threshold "
@@ -200,9 +226,10 @@ def run(config: Config, run_path: Path) -> None:
     )
 
 
-def _loggable(result: dict, per_type: dict) -> dict[str, float]:
-    """Flattens metrics.json into MLflow metrics (nulls left out)."""
+def _loggable(result: dict, per_type: dict, pixel_per_type: dict) -> dict[str, float]:
+    """Flattens metrics.json and the per-type AUROCs into MLflow metrics (nulls left out)."""
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
     flat.update({f"cm_{k}": v for k, v in result["confusion_matrix"].items()})
     flat.update({f"auroc_{k}": v for k, v in per_type.items() if v is not None})
+    flat.update({f"pixel_auroc_{k}": v for k, v in pixel_per_type.items() if v is not None})
     return flat

@@ -102,24 +102,24 @@ def _metrics_table(result: dict) -> list[str]:
     return lines
 
 
-def _per_type_table(test: dict, per_type: dict, threshold: float) -> list[str]:
-    """AUROC and AP of each defect type against all test normals, and its hit rate."""
+def _per_type_table(
+    test: dict, per_type: dict, threshold: float, pixel_per_type: dict
+) -> list[str]:
+    """AUROC and AP of each defect type against all test normals, its hit rate, pixel AUROC."""
     labels, scores, types = test["label"], test["score"], test["defect_type"]
     flagged = scores >= threshold
     normals = labels == 0
     lines = [
-        "| defect type | images | flagged at threshold | AUROC | AP |",
-        "|---|---|---|---|---|",
-        f"| {NORMAL} (false alarms) | {int(normals.sum())} | {int(flagged[normals].sum())} | | |",
+        "| defect type | images | flagged at threshold | AUROC | AP | pixel AUROC |",
+        "|---|---|---|---|---|---|",
+        f"| {NORMAL} (false alarms) | {int(normals.sum())} | {int(flagged[normals].sum())} | | | |",
     ]
     for defect in _defect_types(test):
         this = (labels == 1) & (types == defect)
         keep = normals | this
         ap = metrics.image_ap(labels[keep], scores[keep])
-        lines.append(
-            f"| {defect} | {int(this.sum())} | {int(flagged[this].sum())} "
-            f"| {_fmt(per_type.get(defect))} | {_fmt(ap)} |"
-        )
+        aurocs = f"{_fmt(per_type.get(defect))} | {_fmt(ap)} | {_fmt(pixel_per_type.get(defect))}"
+        lines.append(f"| {defect} | {int(this.sum())} | {int(flagged[this].sum())} | {aurocs} |")
     return lines
 
 
@@ -205,6 +205,7 @@ def write(
     mask_paths: dict | None = None,
     *,
     resize: str = "squash",
+    pixel_per_type: dict | None = None,
 ) -> None:
     """Writes the report, its figures, ``regions.csv`` and the gallery overlays into ``out``.
 
@@ -219,6 +220,7 @@ def write(
         gallery_size: overlays per gallery.
         mask_paths: optional image path -> ground-truth mask path, for green outlines.
         resize: the preprocess ``resize`` mode, to place the maps on the images.
+        pixel_per_type: pixel AUROC of each defect type (its images and the normals).
 
     """
     out = Path(out)
@@ -242,7 +244,7 @@ def write(
         "",
         "## Per defect type (each against all test normals)",
         "",
-        *_per_type_table(test, per_type, result["threshold"]),
+        *_per_type_table(test, per_type, result["threshold"], pixel_per_type or {}),
         "",
         "![ROC](roc.png) ![PR](pr.png)",
         "",

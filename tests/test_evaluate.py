@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.evaluate import choose_threshold, image_metrics, pixel_metrics
+from components.evaluate import (
+    choose_threshold,
+    image_metrics,
+    pixel_auroc_per_type,
+    pixel_metrics,
+)
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 
@@ -72,3 +77,20 @@ def test_pixel_metrics_are_null_without_masks_and_computed_with_them():
     test["mask"][1, 1:3, 1:3] = 1
     test["anomaly_map"][1, 1:3, 1:3] = 5.0
     assert pixel_metrics(test) == {"pixel_auroc": 1.0, "aupro": pytest.approx(1.0)}
+
+
+def test_pixel_auroc_per_type_pairs_each_type_with_the_normal_images_only():
+    test = _split([0, 1, 1], [0.0, 1.0, 1.0], ["good", "crack", "stain"])
+    assert pixel_auroc_per_type(test) == {}  # no masks: nothing to report
+    test["mask"][1, 0, 0] = 1  # crack: one pixel, mapped 3 (above every normal pixel)
+    test["anomaly_map"][1, 0, 0] = 3.0
+    test["mask"][2, :2, :] = 1  # stain: 8 pixels mapped 1, its other 8 pixels 0
+    test["anomaly_map"][2, :2, :] = 1.0
+    test["anomaly_map"][0, 0, :2] = 2.0  # two hot pixels on the normal image
+    per_type = pixel_auroc_per_type(test)
+    # crack: 3 beats all 31 normal pixels (16 of the good image, 15 of its own).
+    assert per_type["crack"] == pytest.approx(1.0)
+    # stain: its 8 pixels at 1 beat 22 of the 24 normal pixels (0s) and lose to the two 2s.
+    assert per_type["stain"] == pytest.approx(22 / 24)
+    # The pooled figure mixes both types' normals: pairs across images count too.
+    assert pixel_metrics(test)["pixel_auroc"] != pytest.approx(per_type["stain"])

@@ -92,3 +92,9 @@ def test_gallery_size_zero_writes_no_overlays(tmp_path):
     out, text = _report(tmp_path, gallery_size=0)
     assert not (out / "overlays").exists()
     assert "Worst false" not in text and "| crack | 2 | 1 | 0.667 | 0.750 |" in text
+
+
+def test_per_type_table_shows_pixel_auroc_when_given(tmp_path):
+    _, text = _report(tmp_path, pixel_per_type={"crack": 0.9, "scratch": 0.8})
+    assert "| crack | 2 | 1 | 0.667 | 0.750 | 0.900 |" in text
+    assert "| scratch | 1 | 1 | 1.000 | 1.000 | 0.800 |" in text

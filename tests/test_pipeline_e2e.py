@@ -87,6 +87,9 @@ def test_metrics_json_has_the_agreed_keys(pipeline_run):
     scores = pd.read_csv(run_path / "evaluate" / "scores.csv")
     expected_tp = ((scores["score"] >= metrics["threshold"]) & (scores["label"] == 1)).sum()
     assert cm["tp"] == expected_tp
+    per_type = json.loads((run_path / "evaluate" / "pixel_auroc_per_defect_type.json").read_text())
+    assert set(per_type) == set(scores.loc[scores["label"] == 1, "defect_type"])
+    assert all(0.0 <= value <= 1.0 for value in per_type.values())
 
 
 SERVE = textwrap.dedent(
@@ -153,6 +156,7 @@ def test_one_mlflow_run_holds_every_stage(pipeline_run, mlflow_uri):
         assert run.data.tags[f"stage.{stage}"] == "done"
     assert [m.step for m in client.get_metric_history(run_id, "g_loss")] == [1, 2]
     assert "image_auroc" in run.data.metrics
+    assert any(name.startswith("pixel_auroc_") for name in run.data.metrics)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == config.experiment_name() == "synthetic-valve-seats"
     top = {a.path for a in client.list_artifacts(run_id)}
