@@ -28,7 +28,7 @@ from keras import ops
 
 from components import evaluation_report, localize
 from components.preprocess import read_split
-from components.train import build_model
+from components.train import build_model, load_weights
 from models import metrics
 from pipeline import artifacts
 from pipeline.config import Config
@@ -182,7 +182,7 @@ def run(config: Config, run_path: Path) -> None:
 
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
     model = build_model(config)
-    model.load_weights(str(artifacts.require_stage(run_path, "train") / "model.weights.h5"))
+    load_weights(model, artifacts.require_stage(run_path, "train") / "model.weights.h5")
     ev = evaluate_model(model, config, preprocess_dir)
     result, test, map_threshold = ev["result"], ev["test"], ev["map_threshold"]
     regions = localize.localize(

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.train import build_model
+from components.train import build_model, load_weights
 from models.preprocessing import decode, preprocess
 from pipeline import artifacts
 from pipeline.config import Config
@@ -81,7 +81,7 @@ def run(config: Config, run_path: Path) -> None:
     spec = json.loads((preprocess_dir / "preprocess.json").read_text())["spec"]
     scoring = json.loads((evaluate_dir / "scoring.json").read_text())
     model = build_model(config)
-    model.load_weights(str(evaluate_dir / "model.weights.h5"))
+    load_weights(model, evaluate_dir / "model.weights.h5")
     archive, serve = build_archive(model, spec, scoring["threshold"])
     name, version = config.export.model_name, str(config.export.version)
     with artifacts.stage_output(run_path, "export") as out:

@@ -27,6 +27,7 @@ from models.anomalies import corrupt
 from models.ganomaly import GANomaly
 from pipeline import artifacts
 from pipeline.config import Config
+from pipeline.errors import PipelineError
 
 SELECTION_METRIC = "val_con_loss"
 
@@ -57,6 +58,17 @@ def build_model(config: Config) -> GANomaly:
         pixel_norm=config.score.pixel_norm,
         seed=config.train.seed,
     )
+
+
+def load_weights(model: GANomaly, path: Path) -> None:
+    """Loads saved weights; a file that does not fit the model is a one-line error."""
+    try:
+        model.load_weights(str(path))
+    except ValueError as error:
+        raise PipelineError(
+            f"{path}: does not fit this model (saved by another version of the project or "
+            "other model settings); run the train stage again"
+        ) from error
 
 
 def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):

@@ -42,8 +42,8 @@ class GANomaly(keras.Model):
         ndf: discriminator base filters.
         extra_layers: extra 3x3 conv blocks per network.
         skip_connections: U-Net skips from encoder1 to the decoder (Skip-GANomaly).
-        score_kind: ``latent``, ``residual``, ``ssim`` or ``combined`` (see
-            models.scoring).
+        score_kind: ``latent``, ``residual``, ``ssim``, ``combined`` or
+            ``discriminator`` (see models.scoring).
         smoothing_sigma: Gaussian sigma of the anomaly map, in pixels.
         topk_fraction: share of the map's pixels averaged into the image score.
         pixel_norm: standardise the maps per pixel position (for aligned
@@ -96,13 +96,14 @@ class GANomaly(keras.Model):
         )
         self.discriminator = build_discriminator(isize, channels, ndf, extra_layers)
         self._reinit_seed = keras.random.SeedGenerator(seed)
-        # Standardisation, from validation normals: the residual and SSIM maps
+        # Standardisation, from validation normals: each of scoring.MAP_KINDS
         # (per pixel or global), then the [latent, map] image scores.
+        map_shape = (len(scoring.MAP_KINDS), isize, isize)
         self.map_mean = self.add_weight(
-            shape=(2, isize, isize), initializer="zeros", trainable=False, name="map_mean"
+            shape=map_shape, initializer="zeros", trainable=False, name="map_mean"
         )
         self.map_std = self.add_weight(
-            shape=(2, isize, isize), initializer="ones", trainable=False, name="map_std"
+            shape=map_shape, initializer="ones", trainable=False, name="map_std"
         )
         self.score_mean = self.add_weight(
             shape=(2,), initializer="zeros", trainable=False, name="score_mean"
@@ -161,8 +162,8 @@ class GANomaly(keras.Model):
 
     def _generator_losses(self, inputs, targets, training: bool) -> dict:
         reconstruction, latent_i, latent_o = self.generator(inputs, training=training)
-        _, real_features = self.discriminator(targets, training=training)
-        _, fake_features = self.discriminator(reconstruction, training=training)
+        _, real_features, _ = self.discriminator(targets, training=training)
+        _, fake_features, _ = self.discriminator(reconstruction, training=training)
         adv = losses.adversarial_loss(real_features, fake_features)
         con = losses.contextual_loss(targets, reconstruction)
         enc = losses.encoder_loss(latent_i, latent_o)
@@ -176,8 +177,8 @@ class GANomaly(keras.Model):
         }
 
     def _discriminator_loss(self, images, reconstruction, training: bool):
-        real_logits, _ = self.discriminator(images, training=training)
-        fake_logits, _ = self.discriminator(reconstruction, training=training)
+        real_logits, _, _ = self.discriminator(images, training=training)
+        fake_logits, _, _ = self.discriminator(reconstruction, training=training)
         return losses.discriminator_loss(real_logits, fake_logits)
 
     @staticmethod
@@ -237,21 +238,26 @@ class GANomaly(keras.Model):
         return tf.constant(1.0)
 
     def raw_scores(self, images) -> dict:
-        """Unscaled latent distance and residual/SSIM maps, in inference mode."""
+        """Unscaled latent distance and residual/SSIM/discriminator maps, in inference mode."""
         reconstruction, latent_i, latent_o = self.generator(images, training=False)
+        _, _, image_features = self.discriminator(images, training=False)
+        _, _, reconstruction_features = self.discriminator(reconstruction, training=False)
         return {
             "latent": scoring.latent_distance(latent_i, latent_o),
             "residual": scoring.residual_map(images, reconstruction, self.smoothing_sigma),
             "ssim": scoring.ssim_map(images, reconstruction),
+            "discriminator": scoring.feature_map(
+                image_features, reconstruction_features, self.isize, self.smoothing_sigma
+            ),
             "reconstruction": reconstruction,
         }
 
     def _standardized(self, raw: dict) -> dict:
-        maps = [
-            scoring.standardize(raw[name], self.map_mean[i], self.map_std[i])
+        maps = {
+            name: scoring.standardize(raw[name], self.map_mean[i], self.map_std[i])
             for i, name in enumerate(scoring.MAP_KINDS)
-        ]
-        anomaly_map = scoring.kind_map(self.score_kind, *maps)
+        }
+        anomaly_map = scoring.kind_map(self.score_kind, maps)
         return {
             "anomaly_map": anomaly_map,
             "latent_raw": raw["latent"],

@@ -74,9 +74,9 @@ def _deconv(filters: int, kernel: int, strides: int, padding: str) -> layers.Con
 
 
 def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
-    """Downsamples ``x`` to the bottleneck size; returns the feature map."""
+    """Downsamples ``x`` to the bottleneck size; returns it and the first block's map."""
     x = _conv(ndf, 4, 2, "same")(x)
-    x = layers.LeakyReLU(0.2)(x)
+    x = first = layers.LeakyReLU(0.2)(x)
     size, channels = isize // 2, ndf
     for _ in range(extra_layers):
         x = _conv(channels, 3, 1, "same")(x)
@@ -88,7 +88,7 @@ def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
         x = _conv(channels, 4, 2, "same")(x)
         x = _batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
-    return x
+    return x, first
 
 
 def build_encoder(
@@ -97,7 +97,7 @@ def build_encoder(
     """Image ``[B, isize, isize, C]`` -> latent ``[B, nz]``."""
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
-    x = _encoder_trunk(image, isize, ndf, extra_layers)
+    x, _ = _encoder_trunk(image, isize, ndf, extra_layers)
     x = _conv(nz, bottleneck_size(isize), 1, "valid")(x)
     latent = layers.Flatten()(x)
     return keras.Model(image, latent, name=name)
@@ -186,14 +186,16 @@ def build_generator(
 def build_discriminator(
     isize: int, channels: int, ndf: int = 64, extra_layers: int = 0
 ) -> keras.Model:
-    """Image -> (real/fake logit ``[B]``, features ``[B, s, s, F]``, s the bottleneck).
+    """Image -> (logit ``[B]``, features ``[B, s, s, F]``, early features ``[B, S/2, S/2, ndf]``).
 
-    The features (the last map before the classifier) feed the adversarial
-    feature-matching loss; the logit feeds the discriminator's BCE.
+    The features (the last map before the classifier, s the bottleneck) feed the
+    adversarial feature-matching loss; the logit feeds the discriminator's BCE;
+    the early features (after the first convolution, half the image side) feed
+    the ``discriminator`` anomaly map.
     """
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
-    features = _encoder_trunk(image, isize, ndf, extra_layers)
+    features, early = _encoder_trunk(image, isize, ndf, extra_layers)
     logit = layers.Flatten()(_conv(1, bottleneck_size(isize), 1, "valid")(features))
     logit = layers.Reshape(())(logit)
-    return keras.Model(image, [logit, features], name="discriminator")
+    return keras.Model(image, [logit, features, early], name="discriminator")

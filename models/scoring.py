@@ -14,6 +14,9 @@ Kinds (``score.kind``):
   local Gaussian windows, which reacts to texture and edges rather than to
   brightness.
 - ``combined``: the mean of the standardised residual and SSIM maps.
+- ``discriminator``: the residual between the discriminator's first feature
+  maps (half the image side) of the image and of its reconstruction,
+  channel-mean, upsampled and smoothed: a learned, texture-aware residual.
 
 Maps are standardised per pixel position (or globally) and image scores
 standardised with statistics of the validation normals that the model keeps
@@ -27,8 +30,9 @@ import math
 import numpy as np
 from keras import ops
 
-SCORE_KINDS = ("latent", "residual", "ssim", "combined")
-MAP_KINDS = ("residual", "ssim")
+SCORE_KINDS = ("latent", "residual", "ssim", "combined", "discriminator")
+# The maps every model computes and standardises, in the order of its map_mean rows.
+MAP_KINDS = ("residual", "ssim", "discriminator")
 # Guards the standardisation against a zero spread (e.g. a constant score).
 MIN_STD = 1e-8
 
@@ -72,6 +76,18 @@ def residual_map(images, reconstructions, sigma: float = 1.0):
     return residual[..., 0]
 
 
+def feature_map(features, reconstruction_features, size: int, sigma: float = 1.0):
+    """``[B, h, w, F] x2 -> [B, size, size]``: channel-mean |f(x) - f(G(x))|, resized, smoothed.
+
+    Bilinear upsampling to the image side, so the map sits on the image's pixels.
+    """
+    difference = ops.mean(ops.abs(features - reconstruction_features), axis=-1, keepdims=True)
+    difference = ops.image.resize(difference, (size, size), interpolation="bilinear")
+    if sigma > 0:
+        difference = _blur(difference, sigma)
+    return difference[..., 0]
+
+
 def ssim_map(images, reconstructions, sigma: float = 1.5):
     """``[B, H, W, C] x2 -> [B, H, W]``: channel-mean ``(1 - SSIM) / 2`` in [0, 1].
 
@@ -101,12 +117,15 @@ def standardize(values, mean, std):
     return (values - mean) / ops.maximum(std, MIN_STD)
 
 
-def kind_map(kind: str, residual_z, ssim_z):
-    """The standardised anomaly map of ``kind`` (``latent`` has none: the residual's)."""
-    if kind in ("latent", "residual"):
-        return residual_z
-    if kind == "ssim":
-        return ssim_z
+def kind_map(kind: str, maps: dict):
+    """The anomaly map of ``kind`` from the standardised ``maps`` of MAP_KINDS.
+
+    ``latent`` has no map of its own: it shows the residual's.
+    """
+    if kind == "latent":
+        return maps["residual"]
     if kind == "combined":
-        return 0.5 * (residual_z + ssim_z)
+        return 0.5 * (maps["residual"] + maps["ssim"])
+    if kind in MAP_KINDS:
+        return maps[kind]
     raise ValueError(f"score kind must be one of {SCORE_KINDS}, got {kind!r}")

@@ -88,7 +88,7 @@ class TrainConfig:
 class ScoreConfig:
     """How an image (and each pixel) is scored."""
 
-    kind: str = "residual"  # latent | residual | ssim | combined
+    kind: str = "residual"  # latent | residual | ssim | combined | discriminator
     smoothing_sigma: float = 2.0  # Gaussian blur of the residual map, in pixels at isize
     topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
     pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
@@ -164,7 +164,7 @@ CHOICES = {
     "data.external_symlinks": {"reject", "follow"},
     "preprocess.resize": {"squash", "letterbox", "center_crop"},
     "preprocess.roi": {"none", "box", "circle"},
-    "score.kind": {"latent", "residual", "ssim", "combined"},
+    "score.kind": {"latent", "residual", "ssim", "combined", "discriminator"},
     "threshold.method": {"f1", "quantile", "fixed"},
 }
 

@@ -28,7 +28,8 @@ def _fmt(value) -> str:
 def score_table(config, run_path) -> list[str]:
     """The markdown rows, one per (kind, pixel_norm)."""
     from components.evaluate import evaluate_model  # noqa: PLC0415 - imports TensorFlow
-    from components.train import build_model  # noqa: PLC0415
+    from components.train import build_model, load_weights  # noqa: PLC0415
+    from models import scoring  # noqa: PLC0415
 
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
     weights = artifacts.require_stage(run_path, "train") / "model.weights.h5"
@@ -38,12 +39,12 @@ def score_table(config, run_path) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(rows), flush=True)
-    for kind in ("latent", "residual", "ssim", "combined"):
+    for kind in scoring.SCORE_KINDS:
         for pixel_norm in (False, True):
             score = dataclasses.replace(config.score, kind=kind, pixel_norm=pixel_norm)
             trial = dataclasses.replace(config, score=score)
             model = build_model(trial)
-            model.load_weights(str(weights))
+            load_weights(model, weights)
             r = evaluate_model(model, trial, preprocess_dir)["result"]
             rows.append(
                 f"| {kind} | {pixel_norm} | {_fmt(r['image_auroc'])} | {_fmt(r['pixel_auroc'])} "

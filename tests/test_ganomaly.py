@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import ganomaly
+from models import ganomaly, scoring
 from models.ganomaly import GANomaly
 
 SMALL = {"isize": 32, "channels": 1, "nz": 8, "ngf": 8, "ndf": 8}
@@ -204,7 +204,7 @@ def test_calibrate_standardises_the_calibration_scores(trained):
         model.score_std.numpy(), [stats["latent_std"], stats["map_score_std"]], rtol=1e-5
     )
     # global (not per-pixel) map statistics: one value per map kind
-    for i, name in enumerate(("residual", "ssim")):
+    for i, name in enumerate(scoring.MAP_KINDS):
         np.testing.assert_allclose(model.map_mean.numpy()[i], stats[f"{name}_map_mean"], rtol=1e-5)
         np.testing.assert_allclose(model.map_std.numpy()[i], stats[f"{name}_map_std"], rtol=1e-5)
     assert min(stats["latent_std"], stats["map_score_std"], stats["residual_map_std"]) > 0
@@ -241,6 +241,22 @@ def test_pixel_norm_calibration_varies_per_pixel_around_the_global_mean(trained)
     out = _np(model.score(trained["calibration"]))
     assert out["map_score"].mean() == pytest.approx(0.0, abs=1e-3)
     assert out["map_score"].std() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_discriminator_kind_scores_from_the_discriminator_map(trained):
+    config = {**trained["model"].get_config(), "score_kind": "discriminator"}
+    model = GANomaly.from_config(config)
+    model.set_weights(trained["model"].get_weights())
+    model.calibrate([trained["calibration"]])
+    out = _np(model.score(trained["calibration"]))
+    assert out["map_score"].mean() == pytest.approx(0.0, abs=1e-3)
+    assert out["map_score"].std() == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_array_equal(out["score"], out["map_score"])
+    residual = _np(trained["model"].score(trained["calibration"]))["anomaly_map"]
+    assert not np.allclose(out["anomaly_map"], residual)  # its own map, not the residual's
+    # Inference mode: one image alone scores as in its batch.
+    alone = _np(model.score(trained["calibration"][2:3]))
+    np.testing.assert_allclose(alone["anomaly_map"][0], out["anomaly_map"][2], atol=1e-4)
 
 
 def test_score_of_one_image_equals_its_score_in_a_batch(trained):

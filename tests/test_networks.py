@@ -76,8 +76,9 @@ def test_generator_and_discriminator_shapes(isize, channels, extra):
     assert tuple(latent_o.shape) == (BATCH, NZ)
 
     discriminator = build_discriminator(isize, channels, NDF, extra)
-    logit, features = discriminator(images)
+    logit, features, early = discriminator(images)
     assert tuple(logit.shape) == (BATCH,)
+    assert tuple(early.shape) == (BATCH, isize // 2, isize // 2, NDF)
     # Bottleneck maps (4x4 for powers of two, 6x6 for 48 and 96), ndf doubled at
     # each halving after the first: isize/2 -> s.
     side = bottleneck_size(isize)

@@ -115,21 +115,38 @@ def test_standardize_guards_a_zero_spread():
         ("residual", [1.0, -2.0]),
         ("ssim", [3.0, 4.0]),
         ("combined", [2.0, 1.0]),
+        ("discriminator", [-5.0, 6.0]),
     ],
 )
 def test_kind_map_for_each_kind(kind, expected):
-    residual_z, ssim_z = _t([1.0, -2.0]), _t([3.0, 4.0])
-    np.testing.assert_allclose(_np(scoring.kind_map(kind, residual_z, ssim_z)), expected)
+    maps = {"residual": _t([1.0, -2.0]), "ssim": _t([3.0, 4.0]), "discriminator": _t([-5.0, 6.0])}
+    np.testing.assert_allclose(_np(scoring.kind_map(kind, maps)), expected)
 
 
 def test_kind_map_rejects_an_unknown_kind_naming_it():
+    maps = {name: _t([1.0]) for name in scoring.MAP_KINDS}
     with pytest.raises(ValueError, match="'foo'"):
-        scoring.kind_map("foo", _t([1.0]), _t([1.0]))
+        scoring.kind_map("foo", maps)
 
 
 def test_score_kinds():
-    assert set(scoring.SCORE_KINDS) == {"latent", "residual", "ssim", "combined"}
+    assert set(scoring.SCORE_KINDS) == {"latent", "residual", "ssim", "combined", "discriminator"}
     assert set(scoring.MAP_KINDS) <= set(scoring.SCORE_KINDS)
+
+
+def test_feature_map_is_the_channel_mean_difference_upsampled_to_the_image():
+    # 2x2 maps of 3 channels; they differ by 3 at the top-left cell, by 6 (in one
+    # channel) at the bottom-right: channel means 1 and 2.
+    features = np.zeros((1, 2, 2, 3), np.float32)
+    other = features.copy()
+    other[0, 0, 0, :] = 1.0
+    features[0, 1, 1, 0] = 6.0
+    out = _np(scoring.feature_map(_t(features), _t(other), size=4, sigma=0))
+    assert out.shape == (1, 4, 4)
+    # Bilinear x2 (half-pixel centres): the corners keep the cells' values.
+    assert out[0, 0, 0] == pytest.approx(1.0) and out[0, 3, 3] == pytest.approx(2.0)
+    assert out[0, 0, 3] == pytest.approx(0.0) and 0.0 < out[0, 1, 1] < 1.0
+    assert _np(scoring.feature_map(_t(features), _t(features), size=4)).max() == 0.0
 
 
 def test_ssim_map_of_identical_images_is_zero():
