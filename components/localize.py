@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from components.validation import load_image, oriented_size  # noqa: E402
+from models import metrics  # noqa: E402
 from models.localization import Region, find_regions, upsample_map  # noqa: E402
 
 REGION_COLUMNS = [
@@ -62,14 +63,7 @@ def map_threshold(val_normal_maps: np.ndarray, quantile: float, roi=None) -> flo
     maps = np.asarray(val_normal_maps, dtype=np.float64)
     if roi is not None:
         maps = maps[np.broadcast_to(np.asarray(roi).astype(bool), maps.shape)]
-    values = maps.ravel()
-    if values.size == 0:
-        raise ValueError("map_threshold needs at least one validation-normal pixel")
-    if not np.isfinite(values).all():
-        raise ValueError("validation anomaly maps must be finite")
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    return float(np.quantile(values, quantile))
+    return metrics.quantile_threshold(maps, quantile)
 
 
 def image_size(path) -> tuple[int, int]:
