@@ -97,6 +97,13 @@ def pixel_metrics(test: dict) -> dict:
     }
 
 
+def _defect_type_subsets(test: dict):
+    """Yields ``(defect type, selector of its images and of the normal ones)``."""
+    labels, types = test["label"], test["defect_type"]
+    for defect in sorted(set(types[labels == 1])):
+        yield defect, (labels == 0) | (types == defect)
+
+
 def pixel_auroc_per_type(test: dict) -> dict:
     """Pixel AUROC of each defect type: its images' pixels and the test normals' pixels.
 
@@ -104,17 +111,14 @@ def pixel_auroc_per_type(test: dict) -> dict:
     can hide how well the small ones are found; this shows each type on its own.
     Empty without masks.
     """
-    labels, types = test["label"], test["defect_type"]
-    if not test["mask"][labels == 1].any():
+    if not test["mask"][test["label"] == 1].any():
         return {}
-    normals = labels == 0
-    per_type = {}
-    for defect in sorted(set(types[labels == 1])):
-        keep = normals | ((labels == 1) & (types == defect))
-        per_type[defect] = metrics.pixel_auroc(
+    return {
+        defect: metrics.pixel_auroc(
             test["mask"][keep] > 0, test["anomaly_map"][keep], roi=test["roi"][keep] > 0
         )
-    return per_type
+        for defect, keep in _defect_type_subsets(test)
+    }
 
 
 def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
@@ -122,10 +126,10 @@ def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
     labels, scores = test["label"], test["score"]
     report = metrics.classification_report(labels, scores, threshold)
     _, f1_oracle = metrics.best_f1_threshold(labels, scores)
-    per_type = {}
-    for defect in sorted(set(test["defect_type"][labels == 1])):
-        keep = (labels == 0) | (test["defect_type"] == defect)
-        per_type[defect] = metrics.image_auroc(labels[keep], scores[keep])
+    per_type = {
+        defect: metrics.image_auroc(labels[keep], scores[keep])
+        for defect, keep in _defect_type_subsets(test)
+    }
     return {
         "image_auroc": metrics.image_auroc(labels, scores),
         "image_ap": metrics.image_ap(labels, scores),
@@ -161,7 +165,6 @@ def evaluate_model(model, config: Config, preprocess_dir: Path) -> dict:
     return {
         "result": result,
         "per_type": per_type,
-        "pixel_per_type": pixel_auroc_per_type(test),
         "how": how,
         "stats": stats,
         "map_threshold": map_threshold,
@@ -185,6 +188,7 @@ def run(config: Config, run_path: Path) -> None:
     load_weights(model, artifacts.require_stage(run_path, "train") / "model.weights.h5")
     ev = evaluate_model(model, config, preprocess_dir)
     result, test, map_threshold = ev["result"], ev["test"], ev["map_threshold"]
+    pixel_per_type = pixel_auroc_per_type(test)
     regions = localize.localize(
         test, map_threshold, config.evaluate, resize=config.preprocess.resize
     )
@@ -201,9 +205,7 @@ def run(config: Config, run_path: Path) -> None:
         (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         (out / "auroc_per_defect_type.json").write_text(json.dumps(ev["per_type"], indent=2))
-        (out / "pixel_auroc_per_defect_type.json").write_text(
-            json.dumps(ev["pixel_per_type"], indent=2)
-        )
+        (out / "pixel_auroc_per_defect_type.json").write_text(json.dumps(pixel_per_type, indent=2))
         _write_scores(test, result["threshold"], out / "scores.csv")
         evaluation_report.write(
             {**result, "map_threshold": map_threshold},
@@ -215,9 +217,9 @@ def run(config: Config, run_path: Path) -> None:
             gallery_size=config.evaluate.gallery_size,
             mask_paths=dict(zip(manifest["path"], manifest["mask_path"])),
             resize=config.preprocess.resize,
-            pixel_per_type=ev["pixel_per_type"],
+            pixel_per_type=pixel_per_type,
         )
-        mlflow.log_metrics(_loggable(result, ev["per_type"], ev["pixel_per_type"]))
+        mlflow.log_metrics(_loggable(result, ev["per_type"], pixel_per_type))
         mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
         f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at threshold "
