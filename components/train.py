@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -62,13 +63,20 @@ def build_model(config: Config) -> GANomaly:
 
 def load_weights(model: GANomaly, path: Path) -> None:
     """Loads saved weights; a file that does not fit the model is a one-line error."""
-    try:
-        model.load_weights(str(path))
-    except ValueError as error:
-        raise PipelineError(
-            f"{path}: does not fit this model (saved by another version of the project or "
-            "other model settings); run the train stage again"
-        ) from error
+    # Keras warns about every container it cannot match before it raises; those
+    # warnings ("layers will retain their freshly-initialized weights") would only
+    # bury the error, so they are held back and shown only if the load succeeds.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except ValueError as error:
+            raise PipelineError(
+                f"{path}: does not fit this model (saved by another version of the project "
+                "or other model settings); run the train stage again"
+            ) from error
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):
