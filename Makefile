@@ -15,10 +15,10 @@ ARGS = --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 # Stages read the resolved snapshot, so editing CONFIG mid-run cannot mix settings.
 STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
 
-.PHONY: help setup ingest preprocess train evaluate export run test lint bench benchmark ui clean resolve
+.PHONY: help setup stages ingest preprocess train evaluate export run test lint bench benchmark ui clean resolve
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,22 +35,27 @@ resolve: $(INSTALLED)
 
 $(STAMPS)/%.yaml: resolve ;
 
-$(ART)/ingest/_SUCCESS: $(STAMPS)/ingest.yaml
-	$(GANOMALY) ingest $(STAGE_ARGS)
-$(ART)/preprocess/_SUCCESS: $(ART)/ingest/_SUCCESS $(STAMPS)/preprocess.yaml
-	$(GANOMALY) preprocess $(STAGE_ARGS)
-$(ART)/train/_SUCCESS: $(ART)/preprocess/_SUCCESS $(STAMPS)/train.yaml
-	$(GANOMALY) train $(STAGE_ARGS)
-$(ART)/evaluate/_SUCCESS: $(ART)/train/_SUCCESS $(STAMPS)/evaluate.yaml
-	$(GANOMALY) evaluate $(STAGE_ARGS)
-	@cat $(ART)/evaluate/metrics.json; echo
-$(ART)/export/_SUCCESS: $(ART)/evaluate/_SUCCESS $(STAMPS)/export.yaml
-	$(GANOMALY) export $(STAGE_ARGS)
+# One rule per stage, from the stage table (pipeline/core/stages.py): a stage
+# reruns when a stage it reads finished again or its part of the config changed.
+STAGE_TABLE := $(shell $(PYTHON) pipeline/core/stages.py)
+stage_name = $(word 1,$(subst =, ,$(1)))
+stage_reads = $(subst $(comma), ,$(word 2,$(subst =, ,$(1))))
+comma := ,
+define stage_rule
+$(ART)/$(call stage_name,$(1))/_SUCCESS: $(foreach r,$(call stage_reads,$(1)),$(ART)/$(r)/_SUCCESS) $(STAMPS)/$(call stage_name,$(1)).yaml
+	$(GANOMALY) $(call stage_name,$(1)) $(STAGE_ARGS)
+endef
+$(foreach s,$(STAGE_TABLE),$(eval $(call stage_rule,$(s))))
+
+stages: $(INSTALLED) ## what each stage reads and writes (the stage table)
+	@$(GANOMALY) stages
 
 ingest: $(ART)/ingest/_SUCCESS ## read, check and split the dataset
 preprocess: $(ART)/preprocess/_SUCCESS ## preprocess into TFRecords
 train: $(ART)/evaluate/_SUCCESS ## ingest -> preprocess -> train -> evaluate
+	@cat $(ART)/evaluate/metrics.json; echo
 evaluate: $(ART)/evaluate/_SUCCESS ## score the test split, write metrics and the report
+	@cat $(ART)/evaluate/metrics.json; echo
 export: $(ART)/export/_SUCCESS ## all of the above, then write the SavedModel
 
 test: $(INSTALLED) ## run the test suite
@@ -68,14 +73,14 @@ ui: $(INSTALLED) ## serve the MLflow UI (mlflow/server.env: 127.0.0.1:5000, the 
 	  --default-artifact-root $(MLFLOW_ARTIFACTS_DESTINATION)
 
 bench: $(INSTALLED) ## ingest+preprocess images/s and peak memory (900x900 PNGs -> 128x128)
-	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m pipeline.speed_bench
 
 benchmark: $(INSTALLED) ## the paper's MNIST protocol: train each digit, print the AUROC table
 	for d in 0 1 2 3 4 5 6 7 8 9; do \
 	  $(MAKE) --no-print-directory train CONFIG=configs/mnist.yaml RUN=mnist-$$d \
 	    SET="data.source=mnist:$$d $(SET)" || exit 1; \
 	done
-	$(BIN)/python -m pipeline.benchmark artifacts
+	$(BIN)/python -m pipeline.mnist_table artifacts
 
 clean: ## remove artifacts/, generated data and the MLflow store (keeps .venv)
 	rm -rf artifacts data mlflow/mlflow.db mlflow/artifacts

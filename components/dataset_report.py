@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.validation import load_image  # noqa: E402
+from components.image_files import load_image  # noqa: E402
 
 SAMPLES_PER_CLASS = 4
 

@@ -2,7 +2,10 @@
 
     ganomaly evaluate --config configs/default.yaml --run default
 
-Reads ``artifacts/<run>/preprocess/`` and ``artifacts/<run>/train/model.weights.h5``.
+Reads ``artifacts/<run>/preprocess/`` (the val and test records),
+``artifacts/<run>/train/model.weights.h5`` and ``artifacts/<run>/ingest/manifest.csv``
+(the source images and masks it reopens for regions and overlays, each checked
+against its sha256 first).
 
 Writes ``artifacts/<run>/evaluate/``:
 - ``metrics.json``: image_auroc, image_ap, f1, precision, recall, threshold,
@@ -12,13 +15,18 @@ Writes ``artifacts/<run>/evaluate/``:
 - ``auroc_per_defect_type.json``: each defect type against the test normals.
 - ``pixel_auroc_per_defect_type.json``: the same per type for pixels (empty without masks).
 - ``scores.csv``: per test image its scores and decision.
-- ``model.weights.h5`` and ``scoring.json``: the weights with the score
-  standardisation frozen in, the threshold and the statistics (export uses them).
-- ``report.md``, ``roc.png``, ``score_histogram.png``.
+- ``score_statistics.npz``: the scorer's frozen validation statistics (export uses them).
+- ``scoring.json``: the score options, image and pixel thresholds, how the
+  threshold was chosen, and summary statistics.
+- ``regions.csv``: the defect regions of every test image, in original pixels.
+- ``report.md``, ``roc.png``, ``pr.png``, ``score_histogram.png`` and
+  ``overlays/`` (the galleries): the inspection report.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,19 +34,18 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from components import evaluation_metrics as metrics
 from components import evaluation_report, localize
-from components.preprocess import read_split
-from components.train import build_model, load_weights
-from models import metrics
-from pipeline import artifacts
-from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.core import modeling
+from pipeline.core.config import Config
+from pipeline.core.errors import DataError, PipelineError
+from pipeline.core.records import read_split
 
 BATCH_SIZE = 64
 
 
-def score_split(model, preprocess_dir: Path, split: str) -> dict:
-    """Runs the model over one split; returns numpy arrays of scores, maps and labels."""
+def score_split(scorer, preprocess_dir: Path, split: str) -> dict:
+    """Runs the scorer over one split; returns numpy arrays of scores, maps and labels."""
     columns: dict[str, list] = {
         k: []
         for k in (
@@ -54,7 +61,7 @@ def score_split(model, preprocess_dir: Path, split: str) -> dict:
         )
     }
     for batch in read_split(preprocess_dir, split).batch(BATCH_SIZE):
-        out = model.score(batch["image"])
+        out = scorer.score(batch["image"])
         for key in ("score", "latent", "map_score", "anomaly_map"):
             columns[key].append(ops.convert_to_numpy(out[key]))
         for key in ("mask", "roi", "label"):
@@ -142,18 +149,36 @@ def image_metrics(test: dict, threshold: float) -> tuple[dict, dict]:
     }, per_type
 
 
-def evaluate_model(model, config: Config, preprocess_dir: Path) -> dict:
-    """Calibrates on validation normals, thresholds on validation, scores test.
+@dataclasses.dataclass
+class Evaluation:
+    """What the evaluation of one scorer found.
 
-    Returns:
-        ``result`` (metrics.json), ``per_type``, ``how`` (the threshold's
-        origin), ``stats``, ``map_threshold``, ``val`` and ``test`` (arrays).
+    Attributes:
+        result: the ``metrics.json`` content.
+        per_type: image AUROC of each defect type.
+        threshold_origin: how the image threshold was chosen, in words.
+        statistics: the scorer's calibration summary.
+        map_threshold: the pixel threshold for regions.
+        val: the validation split's arrays (``score_split``).
+        test: the test split's arrays.
     """
+
+    result: dict
+    per_type: dict
+    threshold_origin: str
+    statistics: dict
+    map_threshold: float
+    val: dict
+    test: dict
+
+
+def evaluate_scorer(scorer, config: Config, preprocess_dir: Path) -> Evaluation:
+    """Calibrates on validation normals, thresholds on validation, scores test."""
     val_normals = read_split(preprocess_dir, "val").filter(lambda ex: ex["label"] == 0)
-    stats = model.calibrate(val_normals.map(lambda ex: ex["image"]).batch(BATCH_SIZE))
-    val = score_split(model, preprocess_dir, "val")
-    threshold, how = choose_threshold(config, val)
-    test = score_split(model, preprocess_dir, "test")
+    statistics = scorer.calibrate(val_normals.map(lambda ex: ex["image"]).batch(BATCH_SIZE))
+    val = score_split(scorer, preprocess_dir, "val")
+    threshold, origin = choose_threshold(config, val)
+    test = score_split(scorer, preprocess_dir, "test")
     result, per_type = image_metrics(test, threshold)
     result.update(pixel_metrics(test))
     result["n_test_normal"] = int((test["label"] == 0).sum())
@@ -162,15 +187,41 @@ def evaluate_model(model, config: Config, preprocess_dir: Path) -> dict:
     map_threshold = localize.map_threshold(
         val["anomaly_map"][normal], config.evaluate.map_quantile, roi=val["roi"][normal]
     )
-    return {
-        "result": result,
-        "per_type": per_type,
-        "how": how,
-        "stats": stats,
-        "map_threshold": map_threshold,
-        "val": val,
-        "test": test,
-    }
+    return Evaluation(result, per_type, origin, statistics, map_threshold, val, test)
+
+
+def verified_sources(manifest: pd.DataFrame) -> dict[str, str]:
+    """Checks the test images (and their masks) against the manifest's sha256.
+
+    Evaluate reopens these files for regions and overlays; a dataset that moved
+    or changed since ingest would silently give wrong boxes.
+
+    Returns:
+        image path -> mask path ("" without one), for every manifest row.
+
+    Raises:
+        DataError: naming the first file that is missing or whose bytes changed.
+    """
+    for row in manifest[manifest["split"] == "test"].itertuples():
+        _check_file(Path(row.path), row.sha256)
+        if row.mask_path:
+            _check_file(Path(row.mask_path), row.mask_sha256)
+    return dict(zip(manifest["path"], manifest["mask_path"]))
+
+
+def _check_file(path: Path, sha256: str) -> None:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise DataError(
+            f"{path}: cannot read it again ({err.strerror or err}); did the dataset move "
+            "since ingest? run the ingest stage again"
+        ) from None
+    if digest != sha256:
+        raise DataError(
+            f"{path}: changed since ingest (sha256 differs from the manifest); "
+            "run the ingest stage again"
+        )
 
 
 def _write_scores(test: dict, threshold: float, path: Path) -> None:
@@ -180,50 +231,54 @@ def _write_scores(test: dict, threshold: float, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-def run(config: Config, run_path: Path) -> None:
+def _write_scoring(ev: Evaluation, config: Config, out: Path) -> None:
+    scoring = {
+        "threshold": ev.result["threshold"],
+        "map_threshold": ev.map_threshold,
+        "threshold_method": ev.threshold_origin,
+        "score": dataclasses.asdict(config.score),
+        "stats": ev.statistics,
+    }
+    (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
+
+
+def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
+    """Evaluates the trained model on the test split; writes metrics and the report."""
     import mlflow  # noqa: PLC0415
 
-    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    model = build_model(config)
-    load_weights(model, artifacts.require_stage(run_path, "train") / "model.weights.h5")
-    ev = evaluate_model(model, config, preprocess_dir)
-    result, test, map_threshold = ev["result"], ev["test"], ev["map_threshold"]
+    manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
+    mask_paths = verified_sources(manifest)
+    model = modeling.load_trained(config, inputs["train"])
+    scorer = modeling.build_scorer(config, model)
+    ev = evaluate_scorer(scorer, config, inputs["preprocess"])
+    result, test = ev.result, ev.test
     pixel_per_type = pixel_auroc_per_type(test)
     regions = localize.localize(
-        test, map_threshold, config.evaluate, resize=config.preprocess.resize
+        test, ev.map_threshold, config.evaluate, resize=config.preprocess.resize
     )
-    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
-    with artifacts.stage_output(run_path, "evaluate") as out:
-        model.save_weights(str(out / "model.weights.h5"))
-        scoring = {
-            "threshold": result["threshold"],
-            "map_threshold": map_threshold,
-            "threshold_method": ev["how"],
-            "score_kind": config.score.kind,
-            "stats": ev["stats"],
-        }
-        (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        (out / "auroc_per_defect_type.json").write_text(json.dumps(ev["per_type"], indent=2))
-        (out / "pixel_auroc_per_defect_type.json").write_text(json.dumps(pixel_per_type, indent=2))
-        _write_scores(test, result["threshold"], out / "scores.csv")
-        evaluation_report.write(
-            {**result, "map_threshold": map_threshold},
-            ev["per_type"],
-            ev["how"],
-            test,
-            out,
-            regions,
-            gallery_size=config.evaluate.gallery_size,
-            mask_paths=dict(zip(manifest["path"], manifest["mask_path"])),
-            resize=config.preprocess.resize,
-            pixel_per_type=pixel_per_type,
-        )
-        mlflow.log_metrics(_loggable(result, ev["per_type"], pixel_per_type))
-        mlflow.log_artifacts(str(out), artifact_path="evaluate")
+    scorer.save_statistics(out / modeling.STATISTICS_FILE)
+    _write_scoring(ev, config, out)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "auroc_per_defect_type.json").write_text(json.dumps(ev.per_type, indent=2))
+    (out / "pixel_auroc_per_defect_type.json").write_text(json.dumps(pixel_per_type, indent=2))
+    _write_scores(test, result["threshold"], out / "scores.csv")
+    evaluation_report.write(
+        {**result, "map_threshold": ev.map_threshold},
+        ev.per_type,
+        ev.threshold_origin,
+        test,
+        out,
+        regions,
+        gallery_size=config.evaluate.gallery_size,
+        mask_paths=mask_paths,
+        resize=config.preprocess.resize,
+        pixel_per_type=pixel_per_type,
+    )
+    mlflow.log_metrics(_loggable(result, ev.per_type, pixel_per_type))
+    mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
         f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at threshold "
-        f"{result['threshold']:.3f} ({ev['how']})",
+        f"{result['threshold']:.3f} ({ev.threshold_origin})",
         flush=True,
     )
 

@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from components import evaluation_metrics as metrics  # noqa: E402
 from components.localize import save_overlays  # noqa: E402
-from models import metrics  # noqa: E402
 
 NORMAL = "good"
 

@@ -3,11 +3,13 @@
     ganomaly export --config configs/default.yaml --run default
     saved_model_cli show --dir artifacts/default/export/ganomaly/1 --all
 
-Reads ``artifacts/<run>/evaluate/`` (calibrated weights, threshold) and
-``artifacts/<run>/preprocess/preprocess.json`` (the preprocessing spec).
+Reads ``artifacts/<run>/train/model.weights.h5`` (the networks),
+``artifacts/<run>/evaluate/`` (``score_statistics.npz`` and the thresholds in
+``scoring.json``) and ``artifacts/<run>/preprocess/preprocess.json`` (the
+preprocessing spec).
 
-Writes ``artifacts/<run>/export/<model_name>/<version>/``, TF Serving's
-layout, with two signatures:
+Writes ``artifacts/<run>/export/``: ``scoring.json`` (a copy of evaluate's) and
+``<model_name>/<version>/``, TF Serving's layout, with two signatures:
 - ``serving_default``: ``images`` float32 ``[None, H, W, C]`` with pixel
   values in [0, 255] (any H, W; one size per request) -> ``score`` [None],
   ``is_anomaly`` bool [None], ``anomaly_map`` [None, isize, isize].
@@ -26,14 +28,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.train import build_model, load_weights
 from models.preprocessing import decode, preprocess
-from pipeline import artifacts
-from pipeline.config import Config
+from pipeline.core import modeling, records
+from pipeline.core.config import Config
 
 
-def build_archive(model, spec: dict, threshold: float):
-    """The model with its preprocessing and threshold, as serving endpoints.
+def build_archive(scorer, spec: dict, threshold: float):
+    """The scorer with its preprocessing and threshold, as serving endpoints.
 
     Returns:
         ``(archive, serving_default function)``.
@@ -43,7 +44,7 @@ def build_archive(model, spec: dict, threshold: float):
 
     def outputs(raw_images):
         images, roi = preprocess(raw_images, spec)
-        scored = model.score(images)
+        scored = scorer.score(images)
         return {
             "score": scored["score"],
             "is_anomaly": scored["score"] >= threshold,
@@ -59,7 +60,7 @@ def build_archive(model, spec: dict, threshold: float):
         return outputs(images)
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(scorer)
     serve = archive.add_endpoint(
         "serving_default",
         outputs,
@@ -73,29 +74,30 @@ def build_archive(model, spec: dict, threshold: float):
     return archive, serve
 
 
-def run(config: Config, run_path: Path) -> None:
+def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
+    """Writes the SavedModel of the trained, calibrated scorer into ``out``."""
     import mlflow  # noqa: PLC0415
 
-    evaluate_dir = artifacts.require_stage(run_path, "evaluate")
-    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    spec = json.loads((preprocess_dir / "preprocess.json").read_text())["spec"]
-    scoring = json.loads((evaluate_dir / "scoring.json").read_text())
-    model = build_model(config)
-    load_weights(model, evaluate_dir / "model.weights.h5")
-    archive, serve = build_archive(model, spec, scoring["threshold"])
+    spec = records.read_info(inputs["preprocess"])["spec"]
+    scoring = json.loads((inputs["evaluate"] / "scoring.json").read_text())
+    scorer = modeling.load_scorer(config, inputs["train"], inputs["evaluate"])
+    archive, serve = build_archive(scorer, spec, scoring["threshold"])
     name, version = config.export.model_name, str(config.export.version)
-    with artifacts.stage_output(run_path, "export") as out:
-        target = out / name / version
-        archive.write_out(str(target), verbose=False)
-        # Sanity check before anything is moved into place: the reloaded
-        # model must agree with the in-memory one.
-        probe = np.random.default_rng(0).uniform(0, 255, (2, 48, 40, spec["channels"]))
-        probe = probe.astype(np.float32)
-        expected = serve(tf.constant(probe))["score"].numpy()
-        reloaded = tf.saved_model.load(str(target)).signatures["serving_default"]
-        got = reloaded(images=tf.constant(probe))["score"].numpy()
-        if not np.allclose(expected, got, rtol=1e-4, atol=1e-4):
-            raise RuntimeError(f"reloaded SavedModel disagrees: {expected} vs {got}")
-        shutil.copy(evaluate_dir / "scoring.json", out / "scoring.json")
-        mlflow.log_artifacts(str(out / name), artifact_path=f"export/{name}")
-    print(f"[export] SavedModel at {run_path / 'export' / name / version}", flush=True)
+    target = out / name / version
+    archive.write_out(str(target), verbose=False)
+    # Sanity check before anything is moved into place: the reloaded
+    # model must agree with the in-memory one.
+    probe = np.random.default_rng(0).uniform(0, 255, (2, 48, 40, spec["channels"]))
+    probe = probe.astype(np.float32)
+    expected = serve(tf.constant(probe))["score"].numpy()
+    reloaded = tf.saved_model.load(str(target)).signatures["serving_default"]
+    got = reloaded(images=tf.constant(probe))["score"].numpy()
+    if not np.allclose(expected, got, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"reloaded SavedModel disagrees: {expected} vs {got}")
+    shutil.copy(inputs["evaluate"] / "scoring.json", out / "scoring.json")
+    mlflow.log_artifacts(str(out / name), artifact_path=f"export/{name}")
+    print(f"[export] SavedModel {name}/{version} ({saved_size_mb(target):.1f} MB)", flush=True)
+
+
+def saved_size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6

@@ -9,9 +9,10 @@ Reads: ``data.source``, a dataset folder (MVTec AD, original GANomaly,
 
 Writes ``artifacts/<run>/ingest/``:
 - ``manifest.csv``: path, split (train/val/test), label, defect_type,
-  mask_path, sha256, width, height, channels; one row per accepted image.
+  mask_path, sha256, mask_sha256, width, height, channels; one row per
+  accepted image (the digests let evaluate check the files it reopens).
 - ``rejected.csv``: files set aside with ``data.on_bad_file: skip``, and why.
-- ``report.md`` and PNGs: the dataset report.
+- ``report.md``, ``image_sizes.png``, ``samples.png``: the dataset report.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.image_files import BadFile, find_leaks, inspect_image, inspect_mask
 from components.sources import layouts
-from components.validation import BadFile, find_leaks, inspect_image, inspect_mask
-from pipeline import artifacts
-from pipeline.config import Config
-from pipeline.errors import DataError
-from pipeline.progress import progress
+from pipeline.core.config import Config
+from pipeline.core.errors import DataError
+from pipeline.core.progress import progress
 
 MANIFEST_COLUMNS = [
     "path",
@@ -37,6 +37,7 @@ MANIFEST_COLUMNS = [
     "defect_type",
     "mask_path",
     "sha256",
+    "mask_sha256",
     "width",
     "height",
     "channels",
@@ -87,8 +88,9 @@ def _inspect(record: layouts.Record, root: Path | None, config: Config) -> dict:
     """
     try:
         info = inspect_image(record.path, root, config.data.max_pixels)
+        mask_sha256 = ""
         if record.mask_path is not None:
-            inspect_mask(record.mask_path, info, record.path)
+            mask_sha256 = inspect_mask(record.mask_path, info, record.path)
         elif record.label == 1 and record.masks_promised:
             raise BadFile(record.path, "defective image without its mask")
     except BadFile as bad:
@@ -100,6 +102,7 @@ def _inspect(record: layouts.Record, root: Path | None, config: Config) -> dict:
         "defect_type": record.defect_type,
         "mask_path": str(record.mask_path) if record.mask_path else "",
         "sha256": info.sha256,
+        "mask_sha256": mask_sha256,
         "width": info.width,
         "height": info.height,
         "channels": info.channels,
@@ -165,7 +168,8 @@ def _check_splits(frame: pd.DataFrame, source: Path) -> None:
             raise DataError(f"{source}: no images left for the {split} split")
 
 
-def run(config: Config, run_path: Path) -> None:
+def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
+    """Lists, checks and splits ``data.source``; writes the manifest into ``out``."""
     import mlflow  # noqa: PLC0415
     from components import dataset_report  # noqa: PLC0415
 
@@ -182,10 +186,9 @@ def run(config: Config, run_path: Path) -> None:
             + "\n".join(lines)
         )
     _check_splits(frame, root)
-    with artifacts.stage_output(run_path, "ingest") as out:
-        frame[MANIFEST_COLUMNS].to_csv(out / "manifest.csv", index=False)
-        pd.DataFrame(rejected, columns=["path", "reason"]).to_csv(out / "rejected.csv", index=False)
-        counts = dataset_report.write(frame, rejected, out, root)
-        mlflow.log_metrics(counts)
-        mlflow.log_artifacts(str(out), artifact_path="ingest")
+    frame[MANIFEST_COLUMNS].to_csv(out / "manifest.csv", index=False)
+    pd.DataFrame(rejected, columns=["path", "reason"]).to_csv(out / "rejected.csv", index=False)
+    counts = dataset_report.write(frame, rejected, out, root)
+    mlflow.log_metrics(counts)
+    mlflow.log_artifacts(str(out), artifact_path="ingest")
     print(f"[ingest] {len(frame)} images from {root}, {len(rejected)} set aside", flush=True)

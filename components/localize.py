@@ -24,9 +24,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.validation import load_image, oriented_size  # noqa: E402
-from models import metrics  # noqa: E402
-from models.localization import Region, find_regions, upsample_map  # noqa: E402
+from components import evaluation_metrics as metrics  # noqa: E402
+from components.image_files import load_image, oriented_size  # noqa: E402
+from models.preprocessing import content_box  # noqa: E402
+from models.regions import Region, find_regions, upsample_map  # noqa: E402
 
 REGION_COLUMNS = [
     "path",
@@ -41,7 +42,6 @@ REGION_COLUMNS = [
     "peak",
     "mean",
 ]
-_RESIZE_MODES = ("squash", "letterbox", "center_crop")
 
 
 def map_threshold(val_normal_maps: np.ndarray, quantile: float, roi=None) -> float:
@@ -74,25 +74,9 @@ def image_size(path) -> tuple[int, int]:
 
 
 def _content_box(size: tuple[int, int], s: int, resize: str) -> tuple[tuple, tuple]:
-    """Where the image content lies: (box in the s x s map, box in the original image).
-
-    Boxes are ``(top, left, bottom, right)``; mirrors ``models.preprocessing._resize``.
-    """
-    height, width = size
-    if resize == "squash":
-        return (0, 0, s, s), (0, 0, height, width)
-    if resize == "center_crop":
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        return (0, 0, s, s), (top, left, top + side, left + side)
-    if resize == "letterbox":
-        # tf.image.resize_with_pad: fit inside s x s keeping the aspect, pad evenly.
-        ratio = max(width / s, height / s)
-        inner_h, inner_w = int(height / ratio), int(width / ratio)
-        # Padding from the unrounded size, floored, exactly as TensorFlow computes it.
-        top, left = int((s - height / ratio) / 2), int((s - width / ratio) / 2)
-        return (top, left, top + inner_h, left + inner_w), (0, 0, height, width)
-    raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
+    """``preprocessing.content_box`` for an ``(H, W)`` image, as Python ints."""
+    boxes = content_box(size[0], size[1], s, resize)
+    return tuple(tuple(int(v) for v in box) for box in boxes)
 
 
 def full_size(amap: np.ndarray, size: tuple[int, int], resize: str = "squash", nearest=False):

@@ -9,7 +9,8 @@ Writes ``artifacts/<run>/train/``:
   reconstruction loss (``val_con_loss``, on validation normals only; the
   test split is never looked at).
 - ``checkpoints/last.weights.h5``: the latest epoch, rewritten every epoch.
-- ``model.json``: the model's ``get_config()``.
+- ``model.json``: the model's ``get_config()`` (networks only; scoring is evaluate's).
+- ``train.json``: training seconds, the best epoch and its ``val_con_loss``.
 - ``history.csv``: losses per epoch (train and ``val_`` ones).
 """
 
@@ -17,18 +18,15 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from components.preprocess import read_split
 from models.anomalies import corrupt
 from models.ganomaly import GANomaly
-from pipeline import artifacts
-from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.core import modeling, records
+from pipeline.core.config import Config, TrainConfig
 
 SELECTION_METRIC = "val_con_loss"
 
@@ -43,50 +41,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics(metrics, step=epoch + 1)
 
 
-def build_model(config: Config) -> GANomaly:
-    """The GANomaly that ``config`` describes (weights freshly initialised)."""
-    return GANomaly(
-        isize=config.preprocess.isize,
-        channels=config.preprocess.channels,
-        nz=config.model.nz,
-        ngf=config.model.ngf,
-        ndf=config.model.ndf,
-        extra_layers=config.model.extra_layers,
-        skip_connections=config.model.skip_connections,
-        score_kind=config.score.kind,
-        smoothing_sigma=config.score.smoothing_sigma,
-        topk_fraction=config.score.topk_fraction,
-        pixel_norm=config.score.pixel_norm,
-        seed=config.train.seed,
-    )
-
-
-def load_weights(model: GANomaly, path: Path) -> None:
-    """Loads saved weights; a file that does not fit the model is a one-line error."""
-    # Keras warns about every container it cannot match before it raises; those
-    # warnings ("layers will retain their freshly-initialized weights") would only
-    # bury the error, so they are held back and shown only if the load succeeds.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(str(path))
-        except ValueError as error:
-            raise PipelineError(
-                f"{path}: does not fit this model (saved by another version of the project "
-                "or other model settings); run the train stage again"
-            ) from error
-    for warning in caught:
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-
-
 def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):
     """The normal images of a split, batched; shuffled each epoch when seeded."""
-    info = json.loads((preprocess_dir / "preprocess.json").read_text())
-    normals = info["splits"][split]["normal"]
-    data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
-    # Known length: Keras then counts steps instead of warning that data ran out.
-    data = data.map(lambda ex: ex["image"])
-    data = data.apply(tf.data.experimental.assert_cardinality(normals)).cache()
+    data = records.normal_images(preprocess_dir, split).cache()
     if shuffle_seed is not None:
         data = data.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -97,37 +54,38 @@ def _augment(images):
     return tf.image.random_flip_left_right(tf.image.random_flip_up_down(images))
 
 
-def _with_synthetic_anomalies(train: tf.data.Dataset, t) -> tf.data.Dataset:
+def _with_synthetic_anomalies(train: tf.data.Dataset, options: TrainConfig) -> tf.data.Dataset:
     """Batches become ``(corrupted, clean)``: the generator learns to repair."""
-    seeds = tf.data.Dataset.random(seed=t.seed, rerandomize_each_iteration=True).batch(2)
+    seeds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True).batch(2)
+    share = options.synthetic_anomalies
     return tf.data.Dataset.zip(train, seeds).map(
-        lambda images, seed: (corrupt(images, t.synthetic_anomalies, seed)[0], images),
+        lambda images, seed: (corrupt(images, share, seed)[0], images),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
 def compiled_model(config: Config) -> GANomaly:
     """``build_model`` with the paper's optimizers and loss weights from the config."""
-    model, t = build_model(config), config.train
+    model, options = modeling.build_model(config), config.train
     model.compile(
-        g_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
-        d_optimizer=keras.optimizers.Adam(t.lr, beta_1=t.beta1),
-        w_adv=t.w_adv,
-        w_con=t.w_con,
-        w_enc=t.w_enc,
+        g_optimizer=keras.optimizers.Adam(options.lr, beta_1=options.beta1),
+        d_optimizer=keras.optimizers.Adam(options.lr, beta_1=options.beta1),
+        w_adv=options.w_adv,
+        w_con=options.w_con,
+        w_enc=options.w_enc,
     )
     return model
 
 
 def training_data(config: Config, preprocess_dir: Path):
     """``(train, val)`` datasets: shuffled, augmented training normals; validation normals."""
-    t = config.train
-    train = _images(preprocess_dir, "train", t.batch_size, t.seed)
-    if t.augment:
+    options = config.train
+    train = _images(preprocess_dir, "train", options.batch_size, options.seed)
+    if options.augment:
         train = train.map(_augment)
-    if t.synthetic_anomalies > 0:
-        train = _with_synthetic_anomalies(train, t)
-    return train, _images(preprocess_dir, "val", t.batch_size, None)
+    if options.synthetic_anomalies > 0:
+        train = _with_synthetic_anomalies(train, options)
+    return train, _images(preprocess_dir, "val", options.batch_size, None)
 
 
 def _callbacks(out: Path) -> list[keras.callbacks.Callback]:
@@ -145,34 +103,33 @@ def _callbacks(out: Path) -> list[keras.callbacks.Callback]:
     return [best, last, keras.callbacks.CSVLogger(str(out / "history.csv")), MlflowEpochLogger()]
 
 
-def run(config: Config, run_path: Path) -> None:
+def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
+    """Trains on the preprocess stage's normals; writes the best weights into ``out``."""
     import mlflow  # noqa: PLC0415
 
-    preprocess_dir = artifacts.require_stage(run_path, "preprocess")
     keras.utils.set_random_seed(config.train.seed)
-    train, val = training_data(config, preprocess_dir)
+    train, val = training_data(config, inputs["preprocess"])
     model = compiled_model(config)
-    with artifacts.stage_output(run_path, "train") as out:
-        start = time.time()
-        # shuffle=False: tf.data already reshuffles the training set every epoch.
-        history = model.fit(
-            train,
-            validation_data=val,
-            epochs=config.train.epochs,
-            callbacks=_callbacks(out),
-            shuffle=False,
-            verbose=2,
-        )
-        losses = history.history[SELECTION_METRIC]
-        summary = {
-            "train_seconds": time.time() - start,
-            "best_epoch": losses.index(min(losses)) + 1,
-            f"best_{SELECTION_METRIC}": min(losses),
-        }
-        (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
-        (out / "train.json").write_text(json.dumps(summary, indent=2))
-        mlflow.log_metrics(summary)
-        mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
+    start = time.time()
+    # shuffle=False: tf.data already reshuffles the training set every epoch.
+    history = model.fit(
+        train,
+        validation_data=val,
+        epochs=config.train.epochs,
+        callbacks=_callbacks(out),
+        shuffle=False,
+        verbose=2,
+    )
+    losses = history.history[SELECTION_METRIC]
+    summary = {
+        "train_seconds": time.time() - start,
+        "best_epoch": losses.index(min(losses)) + 1,
+        f"best_{SELECTION_METRIC}": min(losses),
+    }
+    (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
+    (out / "train.json").write_text(json.dumps(summary, indent=2))
+    mlflow.log_metrics(summary)
+    mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
     print(
         f"[train] {config.train.epochs} epochs in {summary['train_seconds']:.0f} s; "
         f"best epoch {summary['best_epoch']}",

@@ -14,24 +14,49 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-TF_DECODABLE = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+from models.options import RESIZE_MODES
 
 
 def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-    """Encoded PNG/JPEG/BMP/GIF bytes -> float32 ``[H, W, channels]`` in [0, 255]."""
+    """Encoded PNG/JPEG/BMP bytes -> float32 ``[H, W, channels]`` in [0, 255]."""
     image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8, expand_animations=False)
     return tf.cast(image, tf.float32)
 
 
-def _resize(images: tf.Tensor, isize: int, mode: str) -> tf.Tensor:
-    if mode == "letterbox":
-        return tf.image.resize_with_pad(images, isize, isize, antialias=True)
+def content_box(height, width, isize: int, mode: str) -> tuple[tuple, tuple]:
+    """Where an image's content lies after ``mode``: (box in the model input, box in the image).
+
+    Boxes are ``(top, left, bottom, right)``. ``letterbox`` fits the image inside
+    ``isize`` keeping its aspect and pads evenly, with TensorFlow's
+    ``resize_with_pad`` arithmetic (float32, floored); ``center_crop`` keeps
+    the central square. Takes Python ints (localization maps back onto the
+    original image with it) or scalar tensors (inside ``preprocess``).
+    """
+    if mode == "squash":
+        return (0, 0, isize, isize), (0, 0, height, width)
     if mode == "center_crop":
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
         side = tf.minimum(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        images = images[:, top : top + side, left : left + side, :]
-    return tf.image.resize(images, (isize, isize), antialias=True)
+        return (0, 0, isize, isize), (top, left, top + side, left + side)
+    if mode == "letterbox":
+        f_height, f_width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        ratio = tf.maximum(f_width / isize, f_height / isize)
+        inner_h = tf.cast(tf.floor(f_height / ratio), tf.int32)
+        inner_w = tf.cast(tf.floor(f_width / ratio), tf.int32)
+        top = tf.maximum(0, tf.cast(tf.floor((isize - f_height / ratio) / 2), tf.int32))
+        left = tf.maximum(0, tf.cast(tf.floor((isize - f_width / ratio) / 2), tf.int32))
+        return (top, left, top + inner_h, left + inner_w), (0, 0, height, width)
+    raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+
+
+def _resize(images: tf.Tensor, isize: int, mode: str) -> tf.Tensor:
+    if mode == "squash":
+        return tf.image.resize(images, (isize, isize), antialias=True)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    (top, left, bottom, right), (y0, x0, y1, x1) = content_box(height, width, isize, mode)
+    content = images[:, y0:y1, x0:x1, :]
+    inner = tf.image.resize(content, (bottom - top, right - left), antialias=True)
+    return tf.image.pad_to_bounding_box(inner, top, left, isize, isize)
 
 
 def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:

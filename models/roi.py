@@ -181,19 +181,3 @@ def box_mask(shape_hw, box) -> tf.Tensor:
     rows, cols = (rows + 0.5) / height, (cols + 0.5) / width
     inside = (rows >= y0) & (rows <= y1) & (cols >= x0) & (cols <= x1)
     return tf.cast(inside, tf.float32)[None, ..., None]
-
-
-def apply_roi(images: tf.Tensor, mask: tf.Tensor, fill: float = 0.0) -> tf.Tensor:
-    """Replace everything outside the mask by ``fill``.
-
-    Args:
-        images: float [B, H, W, C].
-        mask: float [B or 1, H, W, 1] (or anything broadcastable), 1 inside the ROI, 0 outside.
-        fill: value written outside the ROI.
-
-    Returns:
-        Images of the same shape and dtype.
-
-    """
-    mask = tf.cast(mask, images.dtype)
-    return images * mask + tf.cast(fill, images.dtype) * (1.0 - mask)

@@ -1,7 +1,7 @@
 """Anomaly scores and maps from a GANomaly's outputs, as pure tensor functions.
 
     from models import scoring
-    amap = scoring.residual_map(images, reconstructions, sigma=1.0)
+    amap = scoring.residual_map(images, reconstructions, sigma=2.0)
     image_score = scoring.topk_mean(amap, fraction=0.01)
 
 Kinds (``score.kind``):
@@ -19,8 +19,9 @@ Kinds (``score.kind``):
   channel-mean, upsampled and smoothed: a learned, texture-aware residual.
 
 Maps are standardised per pixel position (or globally) and image scores
-standardised with statistics of the validation normals that the model keeps
-as weights, so one image's score does not depend on the batch it came in.
+standardised with statistics of the validation normals that the scorer
+(models/scorer.py) keeps as weights, so one image's score does not depend on
+the batch it came in.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import math
 import numpy as np
 from keras import ops
 
-SCORE_KINDS = ("latent", "residual", "ssim", "combined", "discriminator")
-# The maps every model computes and standardises, in the order of its map_mean rows.
-MAP_KINDS = ("residual", "ssim", "discriminator")
+from models.options import SCORE_KINDS
+
 # Guards the standardisation against a zero spread (e.g. a constant score).
 MIN_STD = 1e-8
 
@@ -64,7 +64,7 @@ def _blur(images, sigma: float):
     return ops.depthwise_conv(padded, kernel, padding="valid")
 
 
-def residual_map(images, reconstructions, sigma: float = 1.0):
+def residual_map(images, reconstructions, sigma: float):
     """``[B, H, W, C] x2 -> [B, H, W]``: channel-mean |x - G(x)|, smoothed.
 
     Smoothing turns single-pixel reconstruction noise into nothing and a
@@ -76,7 +76,7 @@ def residual_map(images, reconstructions, sigma: float = 1.0):
     return residual[..., 0]
 
 
-def feature_map(features, reconstruction_features, size: int, sigma: float = 1.0):
+def feature_map(features, reconstruction_features, size: int, sigma: float):
     """``[B, h, w, F] x2 -> [B, size, size]``: channel-mean |f(x) - f(G(x))|, resized, smoothed.
 
     Bilinear upsampling to the image side, so the map sits on the image's pixels.
@@ -118,7 +118,7 @@ def standardize(values, mean, std):
 
 
 def kind_map(kind: str, maps: dict):
-    """The anomaly map of ``kind`` from the standardised ``maps`` of MAP_KINDS.
+    """The anomaly map of ``kind`` from its standardised ``maps`` (``options.MAPS_OF_KIND``).
 
     ``latent`` has no map of its own: it shows the residual's.
     """
@@ -126,6 +126,6 @@ def kind_map(kind: str, maps: dict):
         return maps["residual"]
     if kind == "combined":
         return 0.5 * (maps["residual"] + maps["ssim"])
-    if kind in MAP_KINDS:
+    if kind in maps:
         return maps[kind]
     raise ValueError(f"score kind must be one of {SCORE_KINDS}, got {kind!r}")

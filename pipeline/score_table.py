@@ -16,40 +16,47 @@ import dataclasses
 import os
 import sys
 
-from pipeline import artifacts
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from models.options import SCORE_KINDS
+from pipeline.core import artifacts
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+
+HEADER = [
+    "| score.kind | pixel_norm | image AUROC | pixel AUROC | AUPRO | F1 (val threshold) "
+    "| F1 oracle |",
+    "|---|---|---|---|---|---|---|",
+]
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def score_table(config, run_path) -> list[str]:
-    """The markdown rows, one per (kind, pixel_norm)."""
-    from components.evaluate import evaluate_model  # noqa: PLC0415 - imports TensorFlow
-    from components.train import build_model, load_weights  # noqa: PLC0415
-    from models import scoring  # noqa: PLC0415
+def row(kind: str, pixel_norm: bool, result: dict) -> str:
+    """One markdown row from an evaluation's ``metrics.json`` content."""
+    r = result
+    return (
+        f"| {kind} | {pixel_norm} | {_fmt(r['image_auroc'])} | {_fmt(r['pixel_auroc'])} "
+        f"| {_fmt(r['aupro'])} | {_fmt(r['f1'])} | {_fmt(r['f1_oracle'])} |"
+    )
+
+
+def score_table(config, run_path, kinds=SCORE_KINDS) -> list[str]:
+    """The markdown rows, one per (kind, pixel_norm), from the run's trained model."""
+    from components.evaluate import evaluate_scorer  # noqa: PLC0415 - imports TensorFlow
+    from pipeline.core import modeling  # noqa: PLC0415
 
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    weights = artifacts.require_stage(run_path, "train") / "model.weights.h5"
-    rows = [
-        "| score.kind | pixel_norm | image AUROC | pixel AUROC | AUPRO | F1 (val threshold) "
-        "| F1 oracle |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    model = modeling.load_trained(config, artifacts.require_stage(run_path, "train"))
+    rows = list(HEADER)
     print("\n".join(rows), flush=True)
-    for kind in scoring.SCORE_KINDS:
+    for kind in kinds:
         for pixel_norm in (False, True):
             score = dataclasses.replace(config.score, kind=kind, pixel_norm=pixel_norm)
             trial = dataclasses.replace(config, score=score)
-            model = build_model(trial)
-            load_weights(model, weights)
-            r = evaluate_model(model, trial, preprocess_dir)["result"]
-            rows.append(
-                f"| {kind} | {pixel_norm} | {_fmt(r['image_auroc'])} | {_fmt(r['pixel_auroc'])} "
-                f"| {_fmt(r['aupro'])} | {_fmt(r['f1'])} | {_fmt(r['f1_oracle'])} |"
-            )
+            scorer = modeling.build_scorer(trial, model)
+            evaluation = evaluate_scorer(scorer, trial, preprocess_dir)
+            rows.append(row(kind, pixel_norm, evaluation.result))
             print(rows[-1], flush=True)
     return rows
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.core.config import Config
 
 STORE_DIR = Path(os.environ.get("GANOMALY_MLFLOW_DIR", "mlflow"))
 RUN_FILE = "mlflow_run.json"

@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
 
 # Small enough for a CPU test, large enough that every split has images.
 TINY_OVERRIDES = [
@@ -61,3 +61,10 @@ def pipeline_run(tmp_path_factory, mlflow_uri, data_dir):
     for stage in STAGES:
         run_stage(stage, config, "tiny", run_path)
     return config, run_path
+
+
+def pytest_collection_modifyitems(items):
+    """Whatever needs the whole pipeline run is slow (``pytest -m "not slow"`` skips it)."""
+    for item in items:
+        if "pipeline_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -1,13 +1,16 @@
-"""pipeline.artifacts: stage outputs appear whole (with _SUCCESS) or not at all."""
+"""pipeline.core.artifacts: stage outputs appear whole, as declared, or not at all."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts
-from pipeline.artifacts import SUCCESS, require_stage, run_dir, stage_output
-from pipeline.errors import PipelineError
+from pipeline.core import artifacts
+from pipeline.core.artifacts import SUCCESS, require_stage, run_dir, stage_output
+from pipeline.core.errors import PipelineError
+
+# What the stage table declares for preprocess: preprocess.json and *.tfrecord.
+DECLARED = {"preprocess.json": "{}", "train-00000.tfrecord": ""}
 
 
 def _complete_stage(run_path: Path, stage: str, files: dict) -> Path:
@@ -23,52 +26,53 @@ def _entries(folder: Path) -> list[str]:
 
 def test_stage_output_moves_into_place_with_success(tmp_path):
     run_path = tmp_path / "artifacts" / "demo"  # created on demand
-    with stage_output(run_path, "ingest") as out:
+    with stage_output(run_path, "preprocess") as out:
         assert out.parent == run_path
         assert out.name.startswith(".")  # hidden: not taken for the stage's folder
-        assert out != run_path / "ingest"
-        assert not (run_path / "ingest").exists()
+        assert out != run_path / "preprocess"
+        assert not (run_path / "preprocess").exists()
         assert _entries(out) == []
-        (out / "data.txt").write_text("hello")
+        for name, text in DECLARED.items():
+            (out / name).write_text(text)
         assert not (out / SUCCESS).exists()  # only once the block succeeded
-    final = run_path / "ingest"
-    assert (final / "data.txt").read_text() == "hello"
+    final = run_path / "preprocess"
+    assert (final / "preprocess.json").read_text() == "{}"
     assert (final / SUCCESS).is_file()
     assert (final / SUCCESS).read_text().strip()  # a timestamp
-    assert _entries(run_path) == ["ingest"]  # no temporary or old folder left
+    assert _entries(run_path) == ["preprocess"]  # no temporary or old folder left
 
 
 def test_stage_output_replaces_a_previous_complete_output(tmp_path):
     run_path = tmp_path / "demo"
-    _complete_stage(run_path, "train", {"old.txt": "old"})
-    _complete_stage(run_path, "train", {"new.txt": "new"})
-    assert _entries(run_path / "train") == sorted(["new.txt", SUCCESS])
-    assert _entries(run_path) == ["train"]
+    _complete_stage(run_path, "preprocess", {**DECLARED, "old.tfrecord": "old"})
+    _complete_stage(run_path, "preprocess", DECLARED)
+    assert _entries(run_path / "preprocess") == sorted([*DECLARED, SUCCESS])
+    assert _entries(run_path) == ["preprocess"]
 
 
 def test_stage_output_starts_empty_even_after_a_stale_temporary_folder(tmp_path):
     run_path = tmp_path / "demo"
-    stale = run_path / f".train.tmp-{os.getpid()}"
+    stale = run_path / f".preprocess.tmp-{os.getpid()}"
     stale.mkdir(parents=True)
-    (stale / "half.txt").write_text("from a crashed run")
-    final = _complete_stage(run_path, "train", {"new.txt": "new"})
-    assert _entries(final) == sorted(["new.txt", SUCCESS])
-    assert _entries(run_path) == ["train"]
+    (stale / "half.tfrecord").write_text("from a crashed run")
+    final = _complete_stage(run_path, "preprocess", DECLARED)
+    assert _entries(final) == sorted([*DECLARED, SUCCESS])
+    assert _entries(run_path) == ["preprocess"]
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_failure_leaves_the_previous_output_untouched(tmp_path, error):
     run_path = tmp_path / "demo"
-    final = _complete_stage(run_path, "preprocess", {"old.txt": "old"})
+    final = _complete_stage(run_path, "preprocess", {**DECLARED, "old.tfrecord": "old"})
     success_before = (final / SUCCESS).read_text()
-    mtime_before = (final / "old.txt").stat().st_mtime_ns
+    mtime_before = (final / "old.tfrecord").stat().st_mtime_ns
     with pytest.raises(type(error)):
         with stage_output(run_path, "preprocess") as out:
-            (out / "half.txt").write_text("partial")
+            (out / "half.tfrecord").write_text("partial")
             raise error
-    assert _entries(final) == sorted(["old.txt", SUCCESS])
-    assert (final / "old.txt").read_text() == "old"
-    assert (final / "old.txt").stat().st_mtime_ns == mtime_before
+    assert _entries(final) == sorted([*DECLARED, "old.tfrecord", SUCCESS])
+    assert (final / "old.tfrecord").read_text() == "old"
+    assert (final / "old.tfrecord").stat().st_mtime_ns == mtime_before
     assert (final / SUCCESS).read_text() == success_before
     assert _entries(run_path) == ["preprocess"]  # no temporary folder remains
 
@@ -86,8 +90,8 @@ def test_failure_without_a_previous_output_leaves_nothing(tmp_path):
 
 def test_require_stage_returns_a_finished_stage(tmp_path):
     run_path = tmp_path / "demo"
-    final = _complete_stage(run_path, "ingest", {"a.txt": "a"})
-    assert require_stage(run_path, "ingest") == final
+    final = _complete_stage(run_path, "preprocess", DECLARED)
+    assert require_stage(run_path, "preprocess") == final
 
 
 @pytest.mark.parametrize("state", ["missing", "no_success"])
@@ -107,3 +111,24 @@ def test_require_stage_error_names_the_folder(tmp_path, state):
 def test_run_dir(tmp_path):
     assert run_dir("demo", tmp_path) == tmp_path / "demo"
     assert run_dir("demo") == artifacts.ARTIFACTS_ROOT / "demo"
+
+
+@pytest.mark.parametrize(
+    "files, complaint",
+    [
+        ({**DECLARED, "notes.txt": "x"}, r"undeclared \['notes.txt'\]"),
+        ({"train-00000.tfrecord": ""}, r"left out \['preprocess.json'\]"),
+    ],
+)
+def test_an_undeclared_or_missing_output_is_never_moved_into_place(tmp_path, files, complaint):
+    run_path = tmp_path / "demo"
+    previous = _complete_stage(run_path, "preprocess", DECLARED)
+    with pytest.raises(RuntimeError, match=complaint):
+        _complete_stage(run_path, "preprocess", files)
+    assert _entries(previous) == sorted([*DECLARED, SUCCESS])  # the old output stays
+    assert _entries(run_path) == ["preprocess"]
+
+
+def test_only_stages_of_the_table_have_outputs(tmp_path):
+    with pytest.raises(KeyError):
+        require_stage(tmp_path, "nonsense")

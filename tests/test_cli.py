@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import artifacts, cli
-from pipeline.config import Config, load_config
+from pipeline import cli
+from pipeline.core import artifacts
+from pipeline.core.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "default.yaml"

@@ -1,11 +1,12 @@
 """pipeline.config: defaults, YAML files, --set overrides and their errors."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, dump_config, load_config, parse_override
+from pipeline.core.config import Config, ConfigError, dump_config, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = REPO / "configs" / "default.yaml"
@@ -169,11 +170,22 @@ def test_experiment_name(tmp_path):
 def test_digest_changes_with_the_config():
     base = load_config(None)
     assert base.digest() == load_config(None).digest()
-    assert len(base.digest()) == 12 and int(base.digest(), 16) >= 0
+    for sections in (None, ["train"], ["data", "preprocess"]):
+        assert re.fullmatch(r"[0-9a-f]{12}", base.digest(sections)), sections
+    # the sections picked matter, not only the values
+    assert base.digest(["train"]) != base.digest(["data"]) != base.digest()
     changed = load_config(None, ["train.epochs=2"])
     assert changed.digest() != base.digest()
+    # a value in a digested section changes the digest ...
     assert changed.digest(["train"]) != base.digest(["train"])
+    assert changed.digest(["model", "train"]) != base.digest(["model", "train"])
+    # ... one outside the given sections does not
     assert changed.digest(["data", "preprocess"]) == base.digest(["data", "preprocess"])
+    scored = load_config(None, ["score.pixel_norm=false"])
+    assert scored.digest(["score"]) != base.digest(["score"])
+    assert scored.digest(["data", "preprocess", "model", "train"]) == base.digest(
+        ["data", "preprocess", "model", "train"]
+    )
 
 
 def test_flat_and_dump_round_trip(tmp_path):

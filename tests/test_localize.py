@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from components import localize
-from pipeline.config import EvaluateConfig
+from pipeline.core.config import EvaluateConfig
 
 H, W, S = 40, 56, 16
 BOX = (10, 28, 20, 42)  # y0, x0, y1, x1 of the planted block at the original size

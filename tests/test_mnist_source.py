@@ -4,6 +4,8 @@ from PIL import Image
 
 from components.sources import _cache, mnist
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory):

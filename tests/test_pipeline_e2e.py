@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from components.ingest import MANIFEST_COLUMNS
-from components.preprocess import read_split
 from pipeline import tracking
+from pipeline.core.records import read_split
+from pipeline.core.stages import STAGES
+
+pytestmark = pytest.mark.slow
 
 METRIC_KEYS = {
     "image_auroc",
@@ -37,9 +41,14 @@ METRIC_KEYS = {
 
 def test_every_stage_finished(pipeline_run):
     _, run_path = pipeline_run
-    for stage in ("ingest", "preprocess", "train", "evaluate", "export"):
-        assert (run_path / stage / "_SUCCESS").is_file(), stage
+    for stage in STAGES:
+        folder = run_path / stage.name
+        assert (folder / "_SUCCESS").is_file(), stage.name
+        entries = [(p.name, p.is_dir()) for p in folder.iterdir() if p.name != "_SUCCESS"]
+        assert stage.undeclared(entries) == [], stage.name
+        assert stage.missing(entries) == [], stage.name
     assert not list(run_path.glob(".*.tmp-*")), "a temporary stage folder was left behind"
+    assert not list(run_path.glob(".*.old-*")), "a replaced stage folder was left behind"
 
 
 def test_manifest_splits_do_not_overlap(pipeline_run):
@@ -82,14 +91,30 @@ def test_metrics_json_has_the_agreed_keys(pipeline_run):
     assert metrics["n_test_normal"] == 6 and metrics["n_test_abnormal"] == 24
     cm = metrics["confusion_matrix"]
     assert sum(cm.values()) == 30 and cm["tn"] + cm["fp"] == 6
-    assert 0.0 <= metrics["image_auroc"] <= 1.0
     assert metrics["pixel_auroc"] is not None and metrics["aupro"] is not None
-    scores = pd.read_csv(run_path / "evaluate" / "scores.csv")
+    scores = pd.read_csv(run_path / "evaluate" / "scores.csv", keep_default_na=False)
+    assert len(scores) == 30
+    assert metrics["image_auroc"] == pytest.approx(
+        roc_auc_score(scores["label"], scores["score"]), abs=1e-9
+    )
     expected_tp = ((scores["score"] >= metrics["threshold"]) & (scores["label"] == 1)).sum()
     assert cm["tp"] == expected_tp
     per_type = json.loads((run_path / "evaluate" / "pixel_auroc_per_defect_type.json").read_text())
     assert set(per_type) == set(scores.loc[scores["label"] == 1, "defect_type"])
-    assert all(0.0 <= value <= 1.0 for value in per_type.values())
+    assert all(value is not None for value in per_type.values()), per_type
+
+
+def test_auroc_per_defect_type_is_each_type_against_the_normals(pipeline_run):
+    _, run_path = pipeline_run
+    per_type = json.loads((run_path / "evaluate" / "auroc_per_defect_type.json").read_text())
+    scores = pd.read_csv(run_path / "evaluate" / "scores.csv", keep_default_na=False)
+    normals = scores[scores["label"] == 0]
+    defects = sorted(set(scores.loc[scores["label"] == 1, "defect_type"]))
+    assert sorted(per_type) == defects == ["chip", "pit", "scratch", "stain"]
+    for defect in defects:
+        subset = pd.concat([normals, scores[scores["defect_type"] == defect]])
+        expected = roc_auc_score(subset["label"], subset["score"])
+        assert per_type[defect] == pytest.approx(expected, abs=1e-9), defect
 
 
 SERVE = textwrap.dedent(

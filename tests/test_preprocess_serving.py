@@ -16,10 +16,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.preprocess import read_split
 from models.preprocessing import decode, preprocess, resize_mask
 from pipeline.cli import run_stage
+from pipeline.core.records import read_split
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
 
 ROI_OVERRIDES = [
     "data.synthetic_train=8",
@@ -125,18 +127,18 @@ def test_roi_blanks_the_outside_and_clahe_changes_the_image(preprocessed):
 def test_exported_archive_scores_the_images_the_pipeline_wrote(preprocessed, tmp_path):
     """The real export (untrained weights) replays the same preprocessing before scoring."""
     from components.export import build_archive
-    from components.train import build_model
+    from pipeline.core import modeling
 
     config, spec, records = preprocessed
     records = records[:6]
-    model = build_model(config)
-    archive, _ = build_archive(model, spec, threshold=0.0)
+    scorer = modeling.build_scorer(config, modeling.build_model(config))
+    archive, _ = build_archive(scorer, spec, threshold=0.0)
     archive.write_out(str(tmp_path / "model"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_bytes"]
     encoded = tf.constant([Path(ex["path"].numpy().decode()).read_bytes() for ex in records])
     got = served(encoded=encoded)
     images = tf.constant(np.stack([ex["image"].numpy() for ex in records]))
-    want = model.score(images)
+    want = scorer.score(images)
     np.testing.assert_allclose(got["score"].numpy(), want["score"].numpy(), rtol=1e-4, atol=1e-4)
     roi = np.stack([ex["roi"].numpy() for ex in records]).astype(bool)
     served_map = got["anomaly_map"].numpy()

@@ -1,6 +1,6 @@
 import io
 
-from pipeline.progress import progress
+from pipeline.core.progress import progress
 
 
 def test_progress_yields_everything_and_reports_every_tenth_in_a_log():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.roi import annulus_mask, apply_roi, box_mask, find_circle
+from models.roi import annulus_mask, box_mask, find_circle
 
 
 def _ring(size, cy, cx, outer, inner, noise=0.08, seed=0):
@@ -78,14 +78,8 @@ def test_annulus_mask_in_tf_function_with_dynamic_batch():
     assert mask[0, 32, 32, 0] == 1.0 and mask[0, 32, 43, 0] == 0.0
 
 
-def test_box_mask_and_apply_roi():
+def test_box_mask():
     mask = box_mask((64, 128), (0.25, 0.5, 0.75, 1.0)).numpy()
     assert mask.shape == (1, 64, 128, 1)
     assert mask.sum() == 32 * 64
     assert mask[0, 16, 64, 0] == 1.0 and mask[0, 15, 64, 0] == 0.0 and mask[0, 16, 63, 0] == 0.0
-    images = tf.fill([2, 64, 128, 3], 0.7)
-    out = apply_roi(images, mask, fill=0.2).numpy()
-    assert out.shape == (2, 64, 128, 3)
-    np.testing.assert_allclose(out[:, 16:48, 64:], 0.7)
-    np.testing.assert_allclose(out[:, :16], 0.2)
-    np.testing.assert_allclose(out[:, :, :64], 0.2)

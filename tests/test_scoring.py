@@ -7,6 +7,7 @@ import pytest
 from keras import ops
 
 from models import scoring
+from models.options import MAPS_OF_KIND, SCORE_KINDS
 
 
 def _np(tensor) -> np.ndarray:
@@ -124,14 +125,18 @@ def test_kind_map_for_each_kind(kind, expected):
 
 
 def test_kind_map_rejects_an_unknown_kind_naming_it():
-    maps = {name: _t([1.0]) for name in scoring.MAP_KINDS}
+    maps = {name: _t([1.0]) for names in MAPS_OF_KIND.values() for name in names}
     with pytest.raises(ValueError, match="'foo'"):
         scoring.kind_map("foo", maps)
 
 
-def test_score_kinds():
-    assert set(scoring.SCORE_KINDS) == {"latent", "residual", "ssim", "combined", "discriminator"}
-    assert set(scoring.MAP_KINDS) <= set(scoring.SCORE_KINDS)
+@pytest.mark.parametrize("kind", SCORE_KINDS)
+def test_every_kind_makes_its_map_from_just_the_maps_it_declares(kind):
+    # The scorer computes only MAPS_OF_KIND[kind]; kind_map must need nothing else.
+    maps = {name: _t(np.full((1, 2, 2), i + 1.0)) for i, name in enumerate(MAPS_OF_KIND[kind])}
+    out = _np(scoring.kind_map(kind, maps))
+    assert out.shape == (1, 2, 2)
+    assert out.mean() == pytest.approx(np.mean([i + 1.0 for i in range(len(maps))]))
 
 
 def test_feature_map_is_the_channel_mean_difference_upsampled_to_the_image():
@@ -146,7 +151,7 @@ def test_feature_map_is_the_channel_mean_difference_upsampled_to_the_image():
     # Bilinear x2 (half-pixel centres): the corners keep the cells' values.
     assert out[0, 0, 0] == pytest.approx(1.0) and out[0, 3, 3] == pytest.approx(2.0)
     assert out[0, 0, 3] == pytest.approx(0.0) and 0.0 < out[0, 1, 1] < 1.0
-    assert _np(scoring.feature_map(_t(features), _t(features), size=4)).max() == 0.0
+    assert _np(scoring.feature_map(_t(features), _t(features), size=4, sigma=1.0)).max() == 0.0
 
 
 def test_ssim_map_of_identical_images_is_zero():

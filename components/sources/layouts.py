@@ -30,10 +30,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from pipeline.errors import DataError
+from pipeline.core.config import LAYOUTS
+from pipeline.core.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LAYOUTS = ("mvtec", "ganomaly", "folders", "csv")
 
 _LABELS = {"0": 0, "normal": 0, "good": 0, "1": 1, "abnormal": 1, "defect": 1}
 _SPLITS = ("train", "test", "")

@@ -1,4 +1,4 @@
-"""Hand-computed cases for models.metrics; expected numbers are derived in comments."""
+"""Hand-computed cases for components.evaluation_metrics; the numbers are derived in comments."""
 
 import time
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from models import metrics
+from components import evaluation_metrics as metrics
 
 
 def test_image_auroc_perfect_reversed_and_mixed():

@@ -1,4 +1,4 @@
-"""Tests for components.validation: each bad or unusual file gets a named outcome."""
+"""Tests for components.image_files: each bad or unusual file gets a named outcome."""
 
 import hashlib
 import struct
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from components.validation import (
+from components.image_files import (
     BadFile,
     ImageInfo,
     find_leaks,

@@ -1,6 +1,10 @@
 import json
 
-from pipeline.bench import format_table, run_bench
+import pytest
+
+from pipeline.speed_bench import format_table, run_bench
+
+pytestmark = pytest.mark.slow
 
 
 def test_run_bench_measures_ingest_and_preprocess(tmp_path):

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from components.sources.layouts import IMAGE_EXTENSIONS
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
 
 _FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "MPO": (".jpg", ".jpeg")}
 _FORMATS |= {"BMP": (".bmp",), "TIFF": (".tif", ".tiff")}
@@ -204,8 +204,11 @@ def inspect_image(path: Path, root: Path | None, max_pixels: int, min_side: int 
     return ImageInfo(width, height, channels, img.mode, sha, notes)
 
 
-def inspect_mask(mask_path: Path, image_info: ImageInfo, image_path: Path) -> None:
+def inspect_mask(mask_path: Path, image_info: ImageInfo, image_path: Path) -> str:
     """Check that a mask exists, decodes, and matches its image's (oriented) size.
+
+    Returns:
+        The hex sha256 of the mask file's bytes.
 
     Raises:
         BadFile: Naming ``mask_path``, if the mask is unreadable or its size differs.
@@ -226,6 +229,7 @@ def inspect_mask(mask_path: Path, image_info: ImageInfo, image_path: Path) -> No
             img.load()
         except _DECODE_ERRORS as err:
             raise BadFile(mask_path, f"cannot decode mask: truncated or corrupt ({err})") from err
+    return hashlib.sha256(data).hexdigest()
 
 
 def _to_8bit(img: Image.Image) -> np.ndarray:

@@ -3,7 +3,9 @@
 Each stage owns ``artifacts/<run>/<stage>/``. It writes into a hidden sibling
 folder and, only once everything is written, adds ``_SUCCESS`` and swaps the
 folder into place, so a failed or interrupted stage never leaves half an
-output where the next stage (or make) would take it for a finished one.
+output where the next stage (or make) would take it for a finished one. What
+a stage may write is declared in the stage table (``stages.py``): an
+undeclared or missing output stops the move.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.core import stages
+from pipeline.core.errors import PipelineError
 
 SUCCESS = "_SUCCESS"
 ARTIFACTS_ROOT = Path(os.environ.get("GANOMALY_ARTIFACTS", "artifacts"))
@@ -27,6 +30,7 @@ def run_dir(run: str, root: Path | None = None) -> Path:
 
 def require_stage(run_path: Path, stage: str) -> Path:
     """Returns a finished stage's folder, or fails naming the missing stage."""
+    stages.stage(stage)  # only stages of the table
     path = run_path / stage
     if not (path / SUCCESS).is_file():
         raise PipelineError(
@@ -53,6 +57,7 @@ def stage_output(run_path: Path, stage: str) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        check_outputs(stage, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -62,3 +67,15 @@ def stage_output(run_path: Path, stage: str) -> Iterator[Path]:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_outputs(stage: str, folder: Path) -> None:
+    """Fails unless ``folder`` holds exactly what the stage table declares for ``stage``."""
+    entries = [(path.name, path.is_dir()) for path in folder.iterdir() if path.name != SUCCESS]
+    declared = stages.stage(stage)
+    undeclared, missing = declared.undeclared(entries), declared.missing(entries)
+    if undeclared or missing:
+        raise RuntimeError(
+            f"stage {stage!r} wrote undeclared {undeclared} or left out {missing}: "
+            "the stage table (pipeline/core/stages.py) and the stage disagree"
+        )

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ConfigError
+from models.options import RESIZE_MODES, ROI_SHAPES, SCORE_KINDS, ModelOptions, ScoreOptions
+from pipeline.core.errors import ConfigError
+
+# data.layout: the dataset layouts ingest reads (components/sources/layouts.py).
+LAYOUTS = ("mvtec", "ganomaly", "folders", "csv")
+# threshold.method: where the image decision threshold comes from.
+THRESHOLD_METHODS = ("f1", "quantile", "fixed")
 
 
 @dataclass
@@ -26,7 +32,7 @@ class DataConfig:
     """Where the images come from and how they are split."""
 
     source: str = "synthetic:valve-seats"
-    layout: str = "auto"  # auto | mvtec | ganomaly | folders | csv
+    layout: str = "auto"  # auto or one of LAYOUTS
     name: str = ""  # experiment name; derived from the source when empty
     val_fraction: float = 0.15
     val_abnormal_fraction: float = 0.0
@@ -45,11 +51,11 @@ class PreprocessConfig:
 
     isize: int = 64
     channels: int = 1
-    resize: str = "squash"  # squash | letterbox | center_crop
+    resize: str = "squash"  # one of RESIZE_MODES
     clahe: bool = False
     clahe_clip: float = 3.0
     clahe_tiles: int = 8
-    roi: str = "none"  # none | box | circle
+    roi: str = "none"  # one of ROI_SHAPES
     roi_box: list = field(default_factory=lambda: [0.0, 0.0, 1.0, 1.0])  # y0 x0 y1 x1
     roi_radius_range: list = field(default_factory=lambda: [0.3, 0.5])  # of the short side
     roi_inner: float = 0.0  # annulus, as a fraction of the found radius
@@ -57,15 +63,9 @@ class PreprocessConfig:
     shard_images: int = 1000
 
 
-@dataclass
-class ModelConfig:
-    """GANomaly networks (DCGAN-style, paper defaults)."""
-
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    extra_layers: int = 0
-    skip_connections: bool = False  # U-Net skips encoder1 -> decoder (Skip-GANomaly)
+# The model and score sections are the model's own option classes (models/options.py).
+ModelConfig = ModelOptions
+ScoreConfig = ScoreOptions
 
 
 @dataclass
@@ -85,20 +85,10 @@ class TrainConfig:
 
 
 @dataclass
-class ScoreConfig:
-    """How an image (and each pixel) is scored."""
-
-    kind: str = "residual"  # latent | residual | ssim | combined | discriminator
-    smoothing_sigma: float = 2.0  # Gaussian blur of the residual map, in pixels at isize
-    topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
-    pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
-
-
-@dataclass
 class ThresholdConfig:
     """Where the anomaly/normal decision is made."""
 
-    method: str = "quantile"  # f1 | quantile | fixed
+    method: str = "quantile"  # one of THRESHOLD_METHODS
     quantile: float = 0.99
     value: float = 0.0
 
@@ -159,13 +149,13 @@ class Config:
 
 # The choices of string options, checked at load time.
 CHOICES = {
-    "data.layout": {"auto", "mvtec", "ganomaly", "folders", "csv"},
-    "data.on_bad_file": {"strict", "skip"},
-    "data.external_symlinks": {"reject", "follow"},
-    "preprocess.resize": {"squash", "letterbox", "center_crop"},
-    "preprocess.roi": {"none", "box", "circle"},
-    "score.kind": {"latent", "residual", "ssim", "combined", "discriminator"},
-    "threshold.method": {"f1", "quantile", "fixed"},
+    "data.layout": ("auto", *LAYOUTS),
+    "data.on_bad_file": ("strict", "skip"),
+    "data.external_symlinks": ("reject", "follow"),
+    "preprocess.resize": RESIZE_MODES,
+    "preprocess.roi": ROI_SHAPES,
+    "score.kind": SCORE_KINDS,
+    "threshold.method": THRESHOLD_METHODS,
 }
 
 
@@ -222,6 +212,11 @@ def _validate(config: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if not 0.0 < config.threshold.quantile < 1.0:
         raise ConfigError(f"threshold.quantile: {config.threshold.quantile} is not in (0, 1)")
+    for section in ("model", "score"):
+        try:
+            getattr(config, section).check()
+        except ValueError as err:
+            raise ConfigError(f"{section}.{err}") from None
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -1,9 +1,9 @@
-"""Hand-built maps for models.localization: boxes and areas are counted by hand."""
+"""Hand-built maps for models.regions: boxes and areas are counted by hand."""
 
 import numpy as np
 import pytest
 
-from models.localization import Region, find_regions, regions_to_mask, upsample_map
+from models.regions import Region, find_regions, upsample_map
 
 
 def _two_blobs():
@@ -59,14 +59,6 @@ def test_roi_masks_out_pixels_and_can_split_a_blob():
 
 def test_empty_map_has_no_regions():
     assert find_regions(np.zeros((5, 5)), threshold=0.1) == []
-
-
-def test_regions_to_mask_fills_boxes():
-    regions = find_regions(_two_blobs(), threshold=0.5)
-    mask = regions_to_mask(regions, (10, 12))
-    # Boxes 3x3 + 2x2 = 13 px (the L's box also covers its 4 empty corner pixels).
-    assert mask.shape == (10, 12) and mask.sum() == 13
-    assert mask[1:4, 1:4].all() and mask[6:8, 8:10].all()
 
 
 @pytest.mark.parametrize("size", [(256, 256), (100, 37), (7, 300), (1, 1)])

@@ -131,20 +131,3 @@ def _keep(region: Region, min_area: int, max_area: int | None, min_mean: float |
     if max_area is not None and region.area > max_area:
         return False
     return min_mean is None or region.mean >= min_mean
-
-
-def regions_to_mask(regions, shape) -> np.ndarray:
-    """Boolean ``shape`` mask that is True inside every region's box.
-
-    Args:
-        regions: iterable of ``Region``.
-        shape: ``(H, W)`` of the mask.
-
-    Returns:
-        The union of the boxes (not of the component pixels), clipped to ``shape``.
-
-    """
-    mask = np.zeros(shape, dtype=bool)
-    for region in regions:
-        mask[region.y0 : region.y1, region.x0 : region.x1] = True
-    return mask

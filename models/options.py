@@ -1,0 +1,86 @@
+"""The model's and the scorer's options, with their defaults and choice lists, in one place.
+
+    from models.options import ModelOptions, ScoreOptions
+    GANomaly(isize=64, channels=1, options=ModelOptions(nz=100))
+    Scorer(model, ScoreOptions(kind="residual"))
+
+The pipeline's config sections ``model`` and ``score`` are these dataclasses, so a
+default or a choice list is written here once. Plain Python only (no TensorFlow):
+reading a config must stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# score.kind: how an image is scored (models.scoring describes each).
+SCORE_KINDS = ("latent", "residual", "ssim", "combined", "discriminator")
+# The standardised maps each score kind needs; ``latent`` shows the residual map.
+MAPS_OF_KIND = {
+    "latent": ("residual",),
+    "residual": ("residual",),
+    "ssim": ("ssim",),
+    "combined": ("residual", "ssim"),
+    "discriminator": ("discriminator",),
+}
+# preprocess.resize: how an image is brought to the model's square input.
+RESIZE_MODES = ("squash", "letterbox", "center_crop")
+# preprocess.roi: the region of interest.
+ROI_SHAPES = ("none", "box", "circle")
+
+
+@dataclass
+class ModelOptions:
+    """GANomaly networks (DCGAN-style, the paper's defaults): the ``model`` config section."""
+
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    extra_layers: int = 0
+    skip_connections: bool = False  # U-Net skips encoder1 -> decoder (Skip-GANomaly)
+
+    def check(self) -> None:
+        """Raises ValueError, quoting the bad value, for options no network can have."""
+        for name in ("nz", "ngf", "ndf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.extra_layers < 0:
+            raise ValueError(f"extra_layers must be >= 0, got {self.extra_layers!r}")
+
+
+@dataclass
+class ScoreOptions:
+    """How an image (and each pixel) is scored: the ``score`` config section."""
+
+    kind: str = "residual"
+    smoothing_sigma: float = 2.0  # Gaussian blur of the maps, in pixels at isize
+    topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
+    pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
+
+    def check(self) -> None:
+        """Raises ValueError, quoting the bad value, for options no scorer can have."""
+        if self.kind not in SCORE_KINDS:
+            raise ValueError(f"kind must be one of {SCORE_KINDS}, got {self.kind!r}")
+        if self.smoothing_sigma < 0:
+            raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma!r}")
+        if not 0.0 < self.topk_fraction <= 1.0:
+            raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction!r}")
+
+    @property
+    def map_kinds(self) -> tuple[str, ...]:
+        """The maps this kind standardises and combines."""
+        return MAPS_OF_KIND[self.kind]
+
+
+def from_dict(cls, values: dict | object | None):
+    """``cls`` from a dict (``get_config`` form), an instance, or None (the defaults)."""
+    if values is None:
+        return cls()
+    if isinstance(values, cls):
+        return values
+    return cls(**values)
+
+
+def as_dict(options) -> dict:
+    return dataclasses.asdict(options)

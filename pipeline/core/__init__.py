@@ -1,0 +1,1 @@
+"""The bottom layer: config, errors, artifacts, progress, stages, records, model loading."""

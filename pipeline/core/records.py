@@ -1,0 +1,76 @@
+"""The TFRecord format between preprocess and the stages after it.
+
+    writer.write(records.encode(image, roi, mask, label, defect_type, path))
+    for example in records.read_split(preprocess_dir, "val"): ...
+
+One record per image: the model input (float32 ``[isize, isize, C]`` in
+[-1, 1]), its ROI and ground-truth masks at ``isize`` (uint8 0/1), label,
+defect type and source path. ``preprocess.json`` beside the shards holds the
+spec and each split's shards and counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+INFO_FILE = "preprocess.json"
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "roi": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "defect_type": tf.io.FixedLenFeature([], tf.string),
+    "path": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def encode(image, roi, mask, label: int, defect_type: str, path: str) -> bytes:
+    """One serialized ``tf.train.Example``."""
+    features = {
+        "image": _bytes_feature(np.asarray(image, np.float32).tobytes()),
+        "roi": _bytes_feature(np.asarray(roi).astype(np.uint8).tobytes()),
+        "mask": _bytes_feature(np.asarray(mask).astype(np.uint8).tobytes()),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "defect_type": _bytes_feature(str(defect_type).encode()),
+        "path": _bytes_feature(str(path).encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def read_info(preprocess_dir: Path) -> dict:
+    """``preprocess.json``: ``{"spec": ..., "splits": {split: {count, normal, ...}}}``."""
+    return json.loads((Path(preprocess_dir) / INFO_FILE).read_text())
+
+
+def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
+    """The records of one split as a dataset of dicts (unbatched, in manifest order)."""
+    info = read_info(preprocess_dir)
+    isize, channels = info["spec"]["isize"], info["spec"]["channels"]
+    files = [str(Path(preprocess_dir) / name) for name in info["splits"][split]["shards"]]
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, _FEATURES)
+        ex["image"] = tf.reshape(
+            tf.io.decode_raw(ex["image"], tf.float32), (isize, isize, channels)
+        )
+        ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), (isize, isize))
+        ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), (isize, isize))
+        return ex
+
+    return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def normal_images(preprocess_dir: Path, split: str) -> tf.data.Dataset:
+    """The normal images of a split (unbatched), with their known count."""
+    count = read_info(preprocess_dir)["splits"][split]["normal"]
+    data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
+    # A known length: Keras then counts steps instead of warning that data ran out.
+    return data.map(lambda ex: ex["image"]).apply(tf.data.experimental.assert_cardinality(count))

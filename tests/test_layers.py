@@ -1,0 +1,132 @@
+"""The house plan: imports point down, stages never import each other, the stage table rules.
+
+    models/          networks, losses, the GANomaly, the scorer: imports no project layer above
+    pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
+    components/      the stages and their helpers: import pipeline/core/ and models/
+    pipeline/        entry points (cli, tracking, score_table, benches): import anything
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.core import stages
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE_MODULES = {f"components.{name}" for name in stages.STAGE_NAMES}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module ``path`` imports, at top level or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if n.split(".")[0] in ("models", "components", "pipeline")}
+
+
+def _modules(package: str) -> dict[str, set[str]]:
+    return {
+        _module_name(path): _project_imports(path)
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+def _violations(modules: dict[str, set[str]], allowed) -> list[str]:
+    return [
+        f"{module} imports {name}"
+        for module, names in modules.items()
+        for name in sorted(names)
+        if not allowed(module, name)
+    ]
+
+
+def test_models_import_neither_components_nor_pipeline():
+    allowed = lambda module, name: name.startswith("models")  # noqa: E731
+    assert _violations(_modules("models"), allowed) == []
+
+
+def test_the_core_imports_only_itself_and_models():
+    core = {m: n for m, n in _modules("pipeline").items() if m.startswith("pipeline.core")}
+    allowed = lambda module, name: name.startswith(("pipeline.core", "models"))  # noqa: E731
+    assert core and _violations(core, allowed) == []
+
+
+def test_components_import_only_the_core_models_and_helpers():
+    def allowed(module: str, name: str) -> bool:
+        if name.startswith("pipeline"):
+            return name.startswith("pipeline.core")
+        return True
+
+    assert _violations(_modules("components"), allowed) == []
+
+
+def test_no_stage_module_is_imported_by_another_component():
+    # Shared code lives in pipeline/core/ or a helper module, never in a stage.
+    def allowed(module: str, name: str) -> bool:
+        stage = next((s for s in STAGE_MODULES if name == s or name.startswith(s + ".")), None)
+        return stage is None or stage == module
+
+    assert _violations(_modules("components"), allowed) == []
+
+
+def test_the_checks_see_a_violation():
+    # Guards the checks themselves: a parse that missed imports would pass everything.
+    imports = _modules("pipeline")["pipeline.score_table"]
+    assert "components.evaluate" in imports  # a function-level import, found
+
+
+def test_every_stage_has_its_module_with_a_run_function():
+    for name in stages.STAGE_NAMES:
+        module = importlib.import_module(f"components.{name}")
+        assert callable(module.run), name
+
+
+@pytest.mark.parametrize("stage", stages.STAGES, ids=lambda s: s.name)
+def test_each_stage_docstring_names_its_inputs_and_outputs(stage):
+    doc = importlib.import_module(f"components.{stage.name}").__doc__
+    for read in stage.reads:
+        assert f"artifacts/<run>/{read}/" in doc, read
+    for output in stage.writes:
+        if "*" not in output.name:
+            assert output.name.rstrip("/") in doc, output.name
+
+
+def test_stages_read_only_earlier_stages_and_depend_on_their_sections():
+    seen: list[str] = []
+    for stage in stages.STAGES:
+        assert set(stage.reads) <= set(seen), stage.name
+        for read in stage.reads:
+            assert set(stages.stage(read).sections) <= set(stage.sections), (stage.name, read)
+        seen.append(stage.name)
+
+
+def test_the_makefile_rules_come_from_the_table():
+    database = subprocess.run(
+        ["make", "-p", "-n", "-C", str(ROOT), "help", "RUN=probe"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for stage in stages.STAGES:
+        rule = re.search(rf"^artifacts/probe/{stage.name}/_SUCCESS: (.*)$", database, re.MULTILINE)
+        assert rule, stage.name
+        prerequisites = rule.group(1).split()
+        assert prerequisites == [
+            *(f"artifacts/probe/{read}/_SUCCESS" for read in stage.reads),
+            f"artifacts/probe/.stamps/{stage.name}.yaml",
+        ]
