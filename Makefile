@@ -15,7 +15,8 @@ ARGS = --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 # Stages read the resolved snapshot, so editing CONFIG mid-run cannot mix settings.
 STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
 
-.PHONY: help setup stages ingest preprocess train evaluate export run test lint bench benchmark ui clean resolve
+.PHONY: help setup stages ingest preprocess train evaluate export test lint bench benchmark ui \
+  mlflow-server compare compare-plot mlproject clean resolve
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -28,12 +29,30 @@ $(INSTALLED): setup.py
 
 setup: $(INSTALLED) ## create .venv and install the pinned dependencies (only when setup.py changed)
 
-# Rewrites the per-stage config stamps only when their content changes, so a
-# stage reruns exactly when its inputs or its part of the config changed.
-resolve: $(INSTALLED)
+# The stamps: `ganomaly resolve` rewrites each stage's stamp only when its part of
+# the config changed. It runs while make reads this file (under `make -n` too), so
+# make sees true modification times and runs exactly the stages out of date; a
+# config error stops make here, before any stamp, MLflow run or folder is touched.
+# `make -n` writes nothing: the stamps that would change are only marked out of date.
+STAGE_GOALS := ingest preprocess train evaluate export
+ifneq ($(and $(filter $(STAGE_GOALS),$(MAKECMDGOALS)),$(wildcard $(INSTALLED))),)
+ifneq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
+WOULD_CHANGE := $(shell $(GANOMALY) resolve --dry-run $(ARGS) 2>/dev/null || echo FAILED)
+$(filter-out FAILED,$(WOULD_CHANGE)): FORCE
+else
+RESOLVE_ERROR := $(shell $(GANOMALY) resolve $(ARGS) 2>&1 >/dev/null)
+ifneq ($(RESOLVE_ERROR),)
+$(error $(RESOLVE_ERROR))
+endif
+endif
+endif
+FORCE:
+# On a fresh machine (no .venv when make started) the stamps are written here.
+$(STAMPS)/%.yaml: | $(INSTALLED)
 	@$(GANOMALY) resolve $(ARGS)
 
-$(STAMPS)/%.yaml: resolve ;
+resolve: $(INSTALLED) ## write artifacts/<run>/config.yaml and the stage stamps
+	@$(GANOMALY) resolve $(ARGS)
 
 # One rule per stage, from the stage table (pipeline/core/stages.py): a stage
 # reruns when a stage it reads finished again or its part of the config changed.
@@ -66,11 +85,37 @@ lint: $(INSTALLED) ## ruff
 
 include mlflow/server.env
 
-ui: $(INSTALLED) ## serve the MLflow UI (mlflow/server.env: 127.0.0.1:5000, the local store)
+# One worker and no job runner: the UI is one light process that starts in seconds.
+MLFLOW_SERVER = MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
+  --host $(MLFLOW_HOST) --backend-store-uri $(MLFLOW_BACKEND_STORE_URI)
+
+ui: $(INSTALLED) ## the MLflow UI on the local store (mlflow/server.env: 127.0.0.1:5000)
 	mkdir -p mlflow/artifacts
-	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) \
-	  --backend-store-uri $(MLFLOW_BACKEND_STORE_URI) \
-	  --default-artifact-root $(MLFLOW_ARTIFACTS_DESTINATION)
+	$(MLFLOW_SERVER) --port $(MLFLOW_PORT) --default-artifact-root $(MLFLOW_ARTIFACTS_DESTINATION)
+
+mlflow-server: $(INSTALLED) ## a tracking server with served artifacts (127.0.0.1:5001)
+	mkdir -p mlflow/artifacts
+	$(MLFLOW_SERVER) --port $(MLFLOW_SERVER_PORT) --serve-artifacts \
+	  --artifacts-destination $(MLFLOW_ARTIFACTS_DESTINATION)
+
+EXPERIMENT ?=
+METRIC ?= image_auroc
+COMPARE = $(BIN)/python -m pipeline.compare --config $(CONFIG) --metric $(METRIC) \
+  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)")
+
+compare: $(INSTALLED) ## runs side by side: [EXPERIMENT=name] [METRIC=image_auroc]
+	@$(COMPARE)
+
+compare-plot: $(INSTALLED) ## the same, and artifacts/compare.png overlays validation curves
+	@mkdir -p artifacts
+	@$(COMPARE) --plot artifacts/compare.png
+
+ENTRY ?= main
+mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject): [ENTRY=main]
+	export MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow/mlflow.db)}; \
+	$(BIN)/mlflow run mlflow -e $(ENTRY) --env-manager local \
+	  --experiment-name "$$($(GANOMALY) experiment $(ARGS))" \
+	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
 bench: $(INSTALLED) ## ingest+preprocess images/s and peak memory (900x900 PNGs -> 128x128)
 	$(BIN)/python -m pipeline.speed_bench

@@ -32,12 +32,27 @@ SELECTION_METRIC = "val_con_loss"
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's losses and validation metrics to the active MLflow run."""
+    """Logs every epoch's losses, validation metrics and training images/s to MLflow.
+
+    Args:
+        train_images: training images per epoch (for ``train_images_per_s``).
+    """
+
+    def __init__(self, train_images: int):
+        super().__init__()
+        self.train_images = train_images
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         import mlflow  # noqa: PLC0415
 
+        # Includes the validation pass: what a user waits for per epoch.
+        seconds = max(time.perf_counter() - self._started, 1e-9)
         metrics = {key: float(value) for key, value in (logs or {}).items()}
+        metrics["train_images_per_s"] = self.train_images / seconds
         mlflow.log_metrics(metrics, step=epoch + 1)
 
 
@@ -88,7 +103,7 @@ def training_data(config: Config, preprocess_dir: Path):
     return train, _images(preprocess_dir, "val", options.batch_size, None)
 
 
-def _callbacks(out: Path) -> list[keras.callbacks.Callback]:
+def _callbacks(out: Path, train_images: int) -> list[keras.callbacks.Callback]:
     (out / "checkpoints").mkdir()
     best = keras.callbacks.ModelCheckpoint(
         str(out / "model.weights.h5"),
@@ -100,7 +115,8 @@ def _callbacks(out: Path) -> list[keras.callbacks.Callback]:
     last = keras.callbacks.ModelCheckpoint(
         str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
     )
-    return [best, last, keras.callbacks.CSVLogger(str(out / "history.csv")), MlflowEpochLogger()]
+    history = keras.callbacks.CSVLogger(str(out / "history.csv"))
+    return [best, last, history, MlflowEpochLogger(train_images)]
 
 
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
@@ -110,13 +126,14 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     keras.utils.set_random_seed(config.train.seed)
     train, val = training_data(config, inputs["preprocess"])
     model = compiled_model(config)
+    train_images = records.read_info(inputs["preprocess"])["splits"]["train"]["normal"]
     start = time.time()
     # shuffle=False: tf.data already reshuffles the training set every epoch.
     history = model.fit(
         train,
         validation_data=val,
         epochs=config.train.epochs,
-        callbacks=_callbacks(out),
+        callbacks=_callbacks(out, train_images),
         shuffle=False,
         verbose=2,
     )

@@ -4,6 +4,7 @@
     ganomaly run --config configs/default.yaml          # all five stages
     ganomaly resolve --config configs/default.yaml      # writes the resolved config
     ganomaly stages                                     # what each stage reads and writes
+    ganomaly experiment --config configs/default.yaml   # the run's MLflow experiment (created)
 
 Errors in the user's input print one line, ``ganomaly STAGE: error: ...``,
 and exit with status 2.
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
 from pipeline.core import artifacts, stages
-from pipeline.core.config import Config, dump_config, load_config
+from pipeline.core.config import Config, check_source, dump_config, load_config
 from pipeline.core.errors import PipelineError
 
 STAGES = stages.STAGE_NAMES
@@ -28,7 +30,7 @@ STAGES = stages.STAGE_NAMES
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganomaly", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=(*STAGES, "run", "resolve", "stages"))
+    parser.add_argument("stage", choices=(*STAGES, "run", "resolve", "stages", "experiment"))
     parser.add_argument("--config", default="configs/default.yaml", help="experiment YAML")
     parser.add_argument("--run", default=None, help="run name (default: the config's stem)")
     parser.add_argument(
@@ -38,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. train.epochs=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve: only print the stamps that would change (make -n)",
+    )
+    parser.add_argument(
+        "--sets",
+        default="",
+        metavar="'KEY=VALUE ...'",
+        help="several overrides in one string, separated by spaces (MLproject's `set`)",
     )
     return parser
 
@@ -52,13 +65,27 @@ def _write_if_changed(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def resolve(config: Config, run_path: Path) -> None:
-    """Writes ``config.yaml`` and one stamp per stage holding the sections it depends on."""
-    _write_if_changed(run_path / "config.yaml", dump_config(config))
+def stamps(config: Config, run_path: Path) -> dict[Path, str]:
+    """``config.yaml`` and one stamp per stage holding the sections it depends on."""
     full = config.to_dict()
+    texts = {run_path / "config.yaml": dump_config(config)}
     for stage in stages.STAGES:
         text = yaml.safe_dump({s: full[s] for s in stage.sections}, sort_keys=False)
-        _write_if_changed(run_path / ".stamps" / f"{stage.name}.yaml", text)
+        texts[run_path / ".stamps" / f"{stage.name}.yaml"] = text
+    return texts
+
+
+def resolve(config: Config, run_path: Path, dry_run: bool = False) -> list[Path]:
+    """Writes the stamps whose content changed; returns them (only lists them if ``dry_run``)."""
+    changed = [
+        path
+        for path, text in stamps(config, run_path).items()
+        if not (path.is_file() and path.read_text() == text)
+    ]
+    if not dry_run:
+        for path in changed:
+            _write_if_changed(path, stamps(config, run_path)[path])
+    return changed
 
 
 def describe_stages() -> str:
@@ -71,6 +98,15 @@ def describe_stages() -> str:
     return "\n".join(lines)
 
 
+def _experiment(config: Config) -> str:
+    """The config's MLflow experiment, created in the store with the project's layout."""
+    from pipeline import tracking  # noqa: PLC0415
+
+    tracking.check_store()
+    tracking.ensure_experiment(config)
+    return config.experiment_name()
+
+
 def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None:
     """Runs one stage inside the pipeline run's MLflow run.
 
@@ -79,8 +115,10 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     """
     from pipeline import tracking  # noqa: PLC0415 - keeps `resolve` fast
 
-    # Fail fast, before the slow imports, when a stage it reads is missing.
+    # Fail fast, before the slow imports and any work, when a stage it reads is
+    # missing or the tracking server does not answer.
     inputs = {name: artifacts.require_stage(run_path, name) for name in stages.stage(stage).reads}
+    tracking.check_store()
     module = importlib.import_module(f"components.{stage}")
     print(f"[{stage}] run {run_name!r} -> {run_path / stage}", flush=True)
     with tracking.stage_run(config, run_name, run_path, stage):
@@ -92,14 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *shlex.split(args.sets)])
         run_name = args.run or Path(args.config).stem
         run_path = artifacts.run_dir(run_name)
+        if args.stage != "stages":
+            check_source(config)  # before any stamp, MLflow run or folder is touched
         if args.stage == "resolve":
-            resolve(config, run_path)
+            changed = resolve(config, run_path, dry_run=args.dry_run)
+            if args.dry_run:  # make -n: these stages would run again
+                print(" ".join(str(path) for path in changed))
             return 0
         if args.stage == "stages":
             print(describe_stages())
+            return 0
+        if args.stage == "experiment":
+            print(_experiment(config))
             return 0
         for stage in STAGES if args.stage == "run" else (args.stage,):
             run_stage(stage, config, run_name, run_path)

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,31 @@ def test_train_without_preprocess_console_script_names_the_missing_stage(tmp_pat
     assert not (run_path / "train").exists()
     # Nothing is written: the check runs before the MLflow run is opened.
     assert not run_path.exists() or not [p for p in run_path.iterdir() if ".train." in p.name]
+
+
+def _make_dry_run(tmp_path: Path, *variables: str) -> list[str]:
+    """The stage commands `make -n export` would run for the run folder under tmp_path."""
+    done = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "--no-print-directory", "export", "RUN=dry",
+         f"ART={tmp_path / 'artifacts' / 'dry'}", *variables],
+        env={**os.environ, "GANOMALY_ARTIFACTS": str(tmp_path / "artifacts")},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    commands = [line.split()[1] for line in done.stdout.splitlines() if "bin/ganomaly" in line]
+    return [c for c in commands if c != "resolve"]
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / ".installed").is_file(), reason="needs `make setup`")
+def test_make_dry_run_lists_only_the_stages_out_of_date_and_writes_nothing(tmp_path):
+    run_path = tmp_path / "artifacts" / "dry"
+    assert _make_dry_run(tmp_path) == list(cli.STAGES)  # nothing has run yet
+    cli.resolve(load_config(REPO / "configs" / "default.yaml"), run_path)
+    for age, stage in enumerate(cli.STAGES):  # finished in order, after the stamps
+        (run_path / stage).mkdir()
+        (run_path / stage / artifacts.SUCCESS).write_text("")
+        os.utime(run_path / stage / artifacts.SUCCESS, (time.time() + age + 1,) * 2)
+    stamps = {p: p.read_bytes() for p in (run_path / ".stamps").iterdir()}
+    assert _make_dry_run(tmp_path) == []
+    assert _make_dry_run(tmp_path, "SET=score.kind=latent") == ["evaluate", "export"]
+    assert _make_dry_run(tmp_path, "SET=train.epochs=3") == ["train", "evaluate", "export"]
+    assert {p: p.read_bytes() for p in (run_path / ".stamps").iterdir()} == stamps

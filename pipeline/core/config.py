@@ -219,6 +219,27 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{section}.{err}") from None
 
 
+def check_source(config: Config) -> None:
+    """Fails, naming the value, when ``data.source`` is neither a built-in dataset nor a path.
+
+    Called before any stamp, MLflow run or stage folder is touched, so a typo
+    costs nothing.
+    """
+    source = config.data.source
+    if source in ("synthetic:valve-seats", "elpv"):
+        return
+    if source.startswith("mnist:"):
+        digit = source.partition(":")[2]
+        if not (digit.isdigit() and 0 <= int(digit) <= 9):
+            raise ConfigError(f"data.source {source!r}: expected mnist:<digit 0-9>")
+        return
+    if not Path(source).expanduser().exists():
+        raise ConfigError(
+            f"data.source: {source} does not exist (a folder, a CSV file, or one of "
+            "synthetic:valve-seats, mnist:<digit>, elpv)"
+        )
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
