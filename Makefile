@@ -117,8 +117,9 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 	  --experiment-name "$$($(GANOMALY) experiment $(ARGS))" \
 	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
-bench: $(INSTALLED) ## ingest+preprocess images/s and peak memory (900x900 PNGs -> 128x128)
+bench: $(INSTALLED) ## ingest+preprocess images/s and memory; model training and scoring speed (JSON)
 	$(BIN)/python -m pipeline.speed_bench
+	$(BIN)/python -m pipeline.model_bench
 
 benchmark: $(INSTALLED) ## the paper's MNIST protocol: train each digit, print the AUROC table
 	for d in 0 1 2 3 4 5 6 7 8 9; do \
