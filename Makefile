@@ -19,7 +19,7 @@ STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
   mlflow-server compare compare-plot mlproject clean resolve
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
