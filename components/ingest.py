@@ -28,7 +28,7 @@ import pandas as pd
 
 from components.image_files import BadFile, find_leaks, inspect_image, inspect_mask
 from components.sources import layouts
-from pipeline.core.config import Config, check_source
+from pipeline.core.config import Config
 from pipeline.core.errors import DataError
 from pipeline.core.progress import progress
 
@@ -50,8 +50,10 @@ UNSPLIT_TEST_FRACTION = 0.2
 
 
 def materialize_source(config: Config) -> Path:
-    """The dataset folder of ``data.source``, generating a built-in one if needed."""
-    check_source(config)
+    """The dataset folder of ``data.source``, generating a built-in one if needed.
+
+    ``config.check_source`` has refused a source that is neither (``run_stage``).
+    """
     source, data = config.data.source, config.data
     if source == "synthetic:valve-seats":
         from components.sources import valve_seats  # noqa: PLC0415

@@ -55,10 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    """Rewrites ``path`` only when its content changes, so make sees a true mtime."""
-    if path.is_file() and path.read_text() == text:
-        return
+def _write(path: Path, text: str) -> None:
+    """Replaces ``path`` atomically (resolve calls it only when the content changes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -77,15 +75,15 @@ def stamps(config: Config, run_path: Path) -> dict[Path, str]:
 
 def resolve(config: Config, run_path: Path, dry_run: bool = False) -> list[Path]:
     """Writes the stamps whose content changed; returns them (only lists them if ``dry_run``)."""
-    changed = [
-        path
+    changed = {
+        path: text
         for path, text in stamps(config, run_path).items()
         if not (path.is_file() and path.read_text() == text)
-    ]
+    }
     if not dry_run:
-        for path in changed:
-            _write_if_changed(path, stamps(config, run_path)[path])
-    return changed
+        for path, text in changed.items():
+            _write(path, text)
+    return list(changed)
 
 
 def describe_stages() -> str:
@@ -115,8 +113,9 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     """
     from pipeline import tracking  # noqa: PLC0415 - keeps `resolve` fast
 
-    # Fail fast, before the slow imports and any work, when a stage it reads is
-    # missing or the tracking server does not answer.
+    # Fail fast, before the slow imports and any work or record, when the source
+    # does not exist, a stage it reads is missing or the tracking server does not answer.
+    check_source(config)
     inputs = {name: artifacts.require_stage(run_path, name) for name in stages.stage(stage).reads}
     tracking.check_store()
     module = importlib.import_module(f"components.{stage}")
@@ -133,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, [*args.overrides, *shlex.split(args.sets)])
         run_name = args.run or Path(args.config).stem
         run_path = artifacts.run_dir(run_name)
-        if args.stage != "stages":
-            check_source(config)  # before any stamp, MLflow run or folder is touched
+        if args.stage in ("resolve", "experiment"):
+            check_source(config)  # before any stamp or experiment is written
         if args.stage == "resolve":
             changed = resolve(config, run_path, dry_run=args.dry_run)
             if args.dry_run:  # make -n: these stages would run again
