@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+SERVING_API := tensorflow-serving-api==2.21.0
 ART := artifacts/$(RUN)
 STAMPS := $(ART)/.stamps
 GANOMALY = $(BIN)/ganomaly
@@ -16,7 +17,7 @@ ARGS = --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
 
 .PHONY: help setup stages ingest preprocess train evaluate export test lint bench benchmark ui \
-  mlflow-server compare compare-plot mlproject clean resolve
+  mlflow-server compare compare-plot mlproject clean resolve predict
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +26,8 @@ $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# TF Serving's request protos, for the tests; without deps: it would pull the GPU build.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(SERVING_API)
 	touch $@
 
 setup: $(INSTALLED) ## create .venv and install the pinned dependencies (only when setup.py changed)
@@ -110,6 +113,13 @@ compare-plot: $(INSTALLED) ## the same, and artifacts/compare.png overlays valid
 	@mkdir -p artifacts
 	@$(COMPARE) --plot artifacts/compare.png
 
+MODEL ?= $(ART)/export/ganomaly
+INPUT ?=
+PREDICTIONS ?= artifacts/predictions
+predict: $(INSTALLED) ## score images with an exported model: MODEL=<export folder> INPUT=<files/dirs>
+	@test -n "$(INPUT)" || { echo "make predict: set INPUT=<image files or folders>" >&2; exit 2; }
+	$(GANOMALY) predict --model $(MODEL) --input $(INPUT) --out $(PREDICTIONS)
+
 ENTRY ?= main
 mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject): [ENTRY=main]
 	export MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow/mlflow.db)}; \
@@ -117,9 +127,10 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 	  --experiment-name "$$($(GANOMALY) experiment $(ARGS))" \
 	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
-bench: $(INSTALLED) ## ingest+preprocess images/s and memory; model training and scoring speed (JSON)
+bench: $(INSTALLED) ## ingest+preprocess images/s and memory; model and SavedModel speed (JSON)
 	$(BIN)/python -m pipeline.speed_bench
 	$(BIN)/python -m pipeline.model_bench
+	$(BIN)/python -m pipeline.serving_bench --config $(CONFIG)
 
 benchmark: $(INSTALLED) ## the paper's MNIST protocol: train each digit, print the AUROC table
 	for d in 0 1 2 3 4 5 6 7 8 9; do \

@@ -1,6 +1,10 @@
 """Packaging for the GANomaly inspection pipeline.
 
 pip install -e '.[dev]'      # what `make train` and `make test` run for you
+pip install --no-deps tensorflow-serving-api==2.21.0   # the tests' TF Serving protos (make does it)
+
+tensorflow-serving-api cannot be an extra: it requires `tensorflow`, the GPU build, which
+would be installed beside tensorflow-cpu. Its protos need only what tensorflow-cpu brings.
 """
 
 from setuptools import find_packages, setup

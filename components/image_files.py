@@ -2,10 +2,13 @@
 
 Decisions:
 
-* Supported formats are PNG, JPEG, BMP and TIFF, chosen by extension
-  (``layouts.IMAGE_EXTENSIONS``) and by content. GIF and WEBP are rejected even when Pillow
-  can read them: GIF is palette-limited and often animated, WEBP decoding depends on how
-  Pillow was built, and a format list that matches the layouts keeps ingest predictable.
+* One decoder: pixels come from ``models.decoding.decode``, the TensorFlow code the
+  SavedModel runs on served bytes, so a file gives the same pixels in training and in
+  serving. Pillow only reads headers (size, mode, EXIF) to check limits before decoding.
+* Supported formats are what that decoder reads: PNG, JPEG and BMP (8-bit grey, 24- and
+  32-bit), chosen by extension (``layouts.IMAGE_EXTENSIONS``) and by content. TIFF, palette
+  and 1-bit BMPs are found but refused with the reason (the served model could not decode
+  them; convert them to PNG). GIF and WEBP are rejected as unsupported extensions.
   A supported file whose content is another supported format is accepted with a note; a file
   whose content is not an image is rejected.
 * The pixel limit is checked against the header size before any decoding. Pillow's own
@@ -15,7 +18,7 @@ Decisions:
   linearly (``v / 257``), so a 12-bit sensor image looks dark: we keep intensities comparable
   between images rather than stretching each one. Alpha (RGBA, LA, palette transparency) is
   composited on black: colour under fully transparent pixels is arbitrary, black is not.
-  CMYK, YCbCr, LAB and HSV are converted to RGB by Pillow.
+  CMYK JPEGs are converted to RGB.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+import tensorflow as tf
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from components.sources.layouts import IMAGE_EXTENSIONS
+from models.decoding import decode_bytes
 from pipeline.core.errors import DataError
 
 _FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "MPO": (".jpg", ".jpeg")}
@@ -43,6 +48,8 @@ _ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
 _GRAY = ("1", "L") + _SIXTEEN_BIT
 _COLOUR = ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P")
 _EXIF_ORIENTATION = 0x0112
+# Read by Pillow's header parser but not by the TensorFlow decoder the SavedModel runs.
+_NOT_SERVABLE = "the served model decodes PNG, JPEG and 8/24/32-bit BMP; convert it to PNG"
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 # Pillow's limits are process globals; hold them steady while we open and decode.
@@ -114,12 +121,15 @@ def _open(path: Path, data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except UnidentifiedImageError as err:
-        raise BadFile(path, f"content is not a PNG, JPEG, BMP or TIFF image ({ext})") from err
+        raise BadFile(path, f"content is not a PNG, JPEG or BMP image ({ext})") from err
     except _DECODE_ERRORS as err:
         raise BadFile(path, f"corrupt image header ({err})") from err
 
 
 def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation the decoder applies: JPEG's only (``models.decoding``)."""
+    if img.format not in ("JPEG", "MPO"):
+        return 1
     try:
         return int(img.getexif().get(_EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block must not reject an otherwise good image
@@ -145,10 +155,30 @@ def _mode_notes(path: Path, img: Image.Image) -> tuple[int, list[str]]:
         notes.append("converted from palette")
     elif mode not in ("L", "RGB", "LA", "RGBA"):
         notes.append(f"converted from {mode}")
-    if mode in _ALPHA or (mode == "P" and "transparency" in img.info):
+    if img.format == "BMP" and mode in _ALPHA:
+        notes.append("4th byte of the 32-bit BMP ignored")
+    elif mode in _ALPHA or (mode == "P" and "transparency" in img.info):
         notes.append("alpha composited on black")
     channels = 1 if mode in _GRAY or mode in ("LA", "La") else 3
     return channels, notes
+
+
+def _check_servable(path: Path, img: Image.Image) -> None:
+    """Refuse what Pillow reads but the SavedModel's TensorFlow decoder does not."""
+    if img.format == "TIFF":
+        raise BadFile(path, f"TIFF is not supported: {_NOT_SERVABLE}")
+    if img.format == "BMP" and img.mode in ("P", "1"):
+        kind = "palette" if img.mode == "P" else "1-bit"
+        raise BadFile(path, f"{kind} BMP is not supported: {_NOT_SERVABLE}")
+
+
+def _decode(path: Path, data: bytes, channels: int, kind: str = "image") -> np.ndarray:
+    """Decodes with the SavedModel's decoder, naming the file when it fails."""
+    try:
+        return decode_bytes(data, channels)
+    except tf.errors.InvalidArgumentError as err:
+        reason = err.message.strip().splitlines()[0]
+        raise BadFile(path, f"cannot decode {kind}: truncated or corrupt ({reason})") from None
 
 
 def _check_path(path: Path, root: Path | None) -> None:
@@ -185,16 +215,12 @@ def inspect_image(path: Path, root: Path | None, max_pixels: int, min_side: int 
             raise BadFile(path, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
         if min(width, height) < min_side:
             raise BadFile(path, f"{width}x{height} is smaller than {min_side} pixels on a side")
-        try:
-            img.load()
-        except _DECODE_ERRORS as err:
-            raise BadFile(
-                path, f"cannot decode {img.format}: truncated or corrupt ({err})"
-            ) from err
+        _check_servable(path, img)
+    pixels = _decode(path, data, 1, img.format)
     channels, notes = _mode_notes(path, img)
     if path.suffix.lower() not in _FORMATS[img.format]:
         notes.append(f"content is {img.format} despite the {path.suffix} extension")
-    width, height = oriented_size(img)
+    height, width = pixels.shape[:2]
     orientation = _orientation(img)
     if orientation in range(2, 9):
         notes.append(f"EXIF-rotated (orientation {orientation})")
@@ -225,33 +251,15 @@ def inspect_mask(mask_path: Path, image_info: ImageInfo, image_path: Path) -> st
                 f"mask is {size[0]}x{size[1]} but image {image_path} is "
                 f"{image_info.width}x{image_info.height}",
             )
-        try:
-            img.load()
-        except _DECODE_ERRORS as err:
-            raise BadFile(mask_path, f"cannot decode mask: truncated or corrupt ({err})") from err
+        _check_servable(mask_path, img)
+    _decode(mask_path, data, 1, "mask")
     return hashlib.sha256(data).hexdigest()
 
 
-def _to_8bit(img: Image.Image) -> np.ndarray:
-    """Return ``img`` as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (colour), alpha removed."""
-    if img.mode in _SIXTEEN_BIT:
-        wide = np.asarray(img).astype(np.float64)
-        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in _ALPHA:
-        target = "LA" if img.mode in ("LA", "La") else "RGBA"
-        rgba = np.asarray(img.convert(target)).astype(np.uint16)
-        alpha = rgba[..., -1:]
-        composited = ((rgba[..., :-1] * alpha + 127) // 255).astype(np.uint8)
-        return composited[..., 0] if target == "LA" else composited
-    if img.mode in ("1", "L"):
-        return np.asarray(img.convert("L"))
-    return np.asarray(img.convert("RGB"))
-
-
 def load_image(path: Path, channels: int) -> np.ndarray:
-    """Load an image as uint8 ``[H, W, channels]``, EXIF-oriented and converted.
+    """Load an image as uint8 ``[H, W, channels]`` with the SavedModel's decoder.
+
+    EXIF-oriented, alpha composited on black, 16-bit scaled to 8 (``models.decoding``).
 
     Args:
         path: An image that ``inspect_image`` accepted.
@@ -265,21 +273,7 @@ def load_image(path: Path, channels: int) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
-    data = _read_bytes(path)
-    with _pil_guard():
-        img = _open(path, data)
-    # Decode outside the lock so parallel loaders do not serialise; Pillow only checks its
-    # pixel limit at open for these formats, and ingest already rejected truncated files.
-    try:
-        img = ImageOps.exif_transpose(img)
-        array = _to_8bit(img)
-    except _DECODE_ERRORS as err:
-        raise BadFile(path, f"cannot decode: truncated or corrupt ({err})") from err
-    if array.ndim == 2 and channels == 3:
-        return np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim == 3 and channels == 1:
-        return np.asarray(Image.fromarray(array, "RGB").convert("L"))[..., None]
-    return array if array.ndim == 3 else array[..., None]
+    return _decode(path, _read_bytes(path), channels)
 
 
 def find_leaks(records_with_sha: list[tuple[Path, str, str]]) -> list[tuple[Path, Path]]:

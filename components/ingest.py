@@ -197,6 +197,7 @@ def log_dataset(frame: pd.DataFrame, manifest: Path, config: Config, root: Path)
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Lists, checks and splits ``data.source``; writes the manifest into ``out``."""
     import mlflow  # noqa: PLC0415
+
     from components import dataset_report  # noqa: PLC0415
 
     root = materialize_source(config)

@@ -17,12 +17,6 @@ import tensorflow as tf
 from models.options import RESIZE_MODES
 
 
-def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-    """Encoded PNG/JPEG/BMP bytes -> float32 ``[H, W, channels]`` in [0, 255]."""
-    image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8, expand_animations=False)
-    return tf.cast(image, tf.float32)
-
-
 def content_box(height, width, isize: int, mode: str) -> tuple[tuple, tuple]:
     """Where an image's content lies after ``mode``: (box in the model input, box in the image).
 

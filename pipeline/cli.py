@@ -5,6 +5,7 @@
     ganomaly resolve --config configs/default.yaml      # writes the resolved config
     ganomaly stages                                     # what each stage reads and writes
     ganomaly experiment --config configs/default.yaml   # the run's MLflow experiment (created)
+    ganomaly predict --model artifacts/default/export/ganomaly --input DIR --out DIR
 
 Errors in the user's input print one line, ``ganomaly STAGE: error: ...``,
 and exit with status 2.
@@ -30,7 +31,8 @@ STAGES = stages.STAGE_NAMES
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganomaly", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=(*STAGES, "run", "resolve", "stages", "experiment"))
+    commands = (*STAGES, "run", "resolve", "stages", "experiment", "predict")
+    parser.add_argument("stage", choices=commands)
     parser.add_argument("--config", default="configs/default.yaml", help="experiment YAML")
     parser.add_argument("--run", default=None, help="run name (default: the config's stem)")
     parser.add_argument(
@@ -126,6 +128,11 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["predict"]:  # its own arguments: a model, not a config
+        from pipeline import predict  # noqa: PLC0415
+
+        return predict.main(argv[1:])
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

@@ -83,7 +83,7 @@ def test_truncated_image_rejected_even_if_pillow_allows_truncation(tmp_path, mon
 def test_text_file_named_png(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not an image at all\n")
-    assert "content is not a PNG, JPEG, BMP or TIFF image" in _bad(path, tmp_path).reason
+    assert "content is not a PNG, JPEG or BMP image" in _bad(path, tmp_path).reason
 
 
 @pytest.mark.parametrize("name", ["anim.gif", "photo.webp", "readme.txt", "noext"])
@@ -95,6 +95,16 @@ def test_unsupported_format(tmp_path, name):
         path.write_bytes(b"something")
     reason = _bad(path, tmp_path).reason
     assert reason.startswith(f"unsupported format {path.suffix or 'no extension'} (supported:")
+
+
+@pytest.mark.parametrize(
+    "name,mode,refused",
+    [("scan.tif", "RGB", "TIFF"), ("pal.bmp", "P", "palette BMP"), ("bits.bmp", "1", "1-bit BMP")],
+)
+def test_formats_the_served_model_cannot_decode_are_refused(tmp_path, name, mode, refused):
+    path = _save(_noise().convert(mode), tmp_path / name)
+    reason = _bad(path, tmp_path).reason
+    assert reason.startswith(f"{refused} is not supported: the served model decodes PNG, JPEG")
 
 
 def test_jpeg_content_with_png_extension_is_accepted_with_note(tmp_path):
@@ -162,7 +172,7 @@ def test_grayscale_and_rgb_mixed(tmp_path):
 
 
 def test_info_fields_and_sha256(tmp_path):
-    path = _save(_noise(), tmp_path / "a.tif")
+    path = _save(_noise(), tmp_path / "a.bmp")
     info = inspect_image(path, tmp_path, LIMIT)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert info == ImageInfo(64, 48, 3, "RGB", digest, [])

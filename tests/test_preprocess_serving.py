@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from models.preprocessing import decode, preprocess, resize_mask
+from models.decoding import decode
+from models.preprocessing import preprocess, resize_mask
 from pipeline.cli import run_stage
 from pipeline.core.records import read_split
 from tests.conftest import tiny_config
@@ -56,7 +57,7 @@ def _serving_module(spec: dict) -> tf.Module:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
         def from_bytes(self, encoded):
             images = tf.map_fn(
-                lambda e: decode(e, channels),
+                lambda e: tf.cast(decode(e, channels), tf.float32),
                 encoded,
                 fn_output_signature=tf.TensorSpec([None, None, channels], tf.float32),
             )
@@ -126,13 +127,13 @@ def test_roi_blanks_the_outside_and_clahe_changes_the_image(preprocessed):
 
 def test_exported_archive_scores_the_images_the_pipeline_wrote(preprocessed, tmp_path):
     """The real export (untrained weights) replays the same preprocessing before scoring."""
-    from components.export import build_archive
+    from models.serving import serving_archive
     from pipeline.core import modeling
 
     config, spec, records = preprocessed
     records = records[:6]
     scorer = modeling.build_scorer(config, modeling.build_model(config))
-    archive, _ = build_archive(scorer, spec, threshold=0.0)
+    archive, _ = serving_archive(scorer, spec, threshold=0.0)
     archive.write_out(str(tmp_path / "model"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_bytes"]
     encoded = tf.constant([Path(ex["path"].numpy().decode()).read_bytes() for ex in records])
@@ -165,7 +166,7 @@ def _spec(resize: str) -> dict:
 
 def test_letterbox_pads_a_wide_image_with_black(tmp_path):
     path = _wide_png(tmp_path / "wide.png")
-    raw = decode(tf.constant(path.read_bytes()), 1)[None]
+    raw = tf.cast(decode(tf.constant(path.read_bytes()), 1), tf.float32)[None]
     images, roi = preprocess(raw, _spec("letterbox"))
     image = images.numpy()[0, ..., 0]
     assert images.shape == (1, 32, 32, 1) and roi.shape == (1, 32, 32, 1)
@@ -187,7 +188,7 @@ def test_letterbox_pads_a_wide_image_with_black(tmp_path):
 
 def test_center_crop_keeps_the_middle_square(tmp_path):
     path = _wide_png(tmp_path / "wide.png")
-    raw = decode(tf.constant(path.read_bytes()), 1)[None]
+    raw = tf.cast(decode(tf.constant(path.read_bytes()), 1), tf.float32)[None]
     images, _ = preprocess(raw, _spec("center_crop"))
     image = images.numpy()[0, ..., 0]
     assert images.shape == (1, 32, 32, 1)

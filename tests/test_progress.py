@@ -9,6 +9,8 @@ def test_progress_yields_everything_and_reports_every_tenth_in_a_log():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10
     assert lines[0].startswith("[x] 5/50 (10%") and lines[-1].startswith("[x] 50/50 (100%")
+    assert all(", eta " in line and line.endswith(" s)") for line in lines[:-1])
+    assert "eta" not in lines[-1]  # done: nothing left to wait for
 
 
 def test_progress_of_nothing_prints_nothing():

@@ -63,9 +63,8 @@ def test_the_run_records_what_produced_it(pipeline_run, mlflow_uri):
     assert tags["git_commit"] == commit and tags["git_dirty"] in ("True", "False")
     assert tags["artifacts_dir"] == str(run_path.resolve())
     import keras
-    import tensorflow as tf
-
     import mlflow
+    import tensorflow as tf
 
     assert tags["tensorflow_version"] == tf.__version__
     assert tags["keras_version"] == keras.__version__

@@ -109,7 +109,8 @@ class ExportConfig:
     """SavedModel layout for TensorFlow Serving."""
 
     model_name: str = "ganomaly"
-    version: int = 1
+    version: int = 0  # 0: the next free version; an existing version is never overwritten
+    min_image_auroc: float = 0.0  # refuse to export below this test image AUROC (0: no gate)
 
 
 @dataclass
@@ -212,6 +213,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if not 0.0 < config.threshold.quantile < 1.0:
         raise ConfigError(f"threshold.quantile: {config.threshold.quantile} is not in (0, 1)")
+    if config.export.version < 0:
+        raise ConfigError(f"export.version: {config.export.version} is negative (0: next free)")
+    if not 0.0 <= config.export.min_image_auroc <= 1.0:
+        raise ConfigError(
+            f"export.min_image_auroc: {config.export.min_image_auroc} is not in [0, 1]"
+        )
     for section in ("model", "score"):
         try:
             getattr(config, section).check()

@@ -29,7 +29,8 @@ def progress(items: Iterable[T], total: int, label: str, stream=None) -> Iterato
         if interactive or fraction >= next_report or done == total:
             rate = done / max(time.time() - start, 1e-9)
             end = "\r" if interactive and done < total else "\n"
-            stream.write(f"{label} {done}/{total} ({fraction:.0%}, {rate:.0f}/s){end}")
+            eta = f", eta {(total - done) / max(rate, 1e-9):.0f} s" if done < total else ""
+            stream.write(f"{label} {done}/{total} ({fraction:.0%}, {rate:.0f}/s{eta}){end}")
             stream.flush()
             while next_report <= fraction:
                 next_report += 0.1

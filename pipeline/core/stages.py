@@ -127,8 +127,9 @@ STAGES: tuple[Stage, ...] = (
         sections=(*_EVALUATE, "export"),
         summary="write the SavedModel for TF Serving",
         writes=(
-            Output("*/", "<model_name>/<version>/, the SavedModel"),
-            Output("scoring.json", "the thresholds the SavedModel applies"),
+            Output("*/", "<model_name>/<version>/: every exported version, never overwritten"),
+            Output("models.config", "TF Serving's model config listing the model"),
+            Output("scoring.json", "the thresholds the newest version applies"),
         ),
     ),
 )

@@ -1,0 +1,172 @@
+"""The serving endpoints: request checks, decoding and preprocessing around a ``Scorer``.
+
+    archive = serving_archive(scorer, spec, threshold)
+    archive.write_out("artifacts/default/export/ganomaly/1")
+
+Everything that turns a request into a decision runs inside the SavedModel (TF Serving
+runs none of this project's Python):
+
+- ``serving_default``: ``images`` float32 ``[N, H, W, C]``, pixel values 0-255, one size
+  per request.
+- ``serving_bytes``: ``encoded`` string ``[N]``, PNG/JPEG/BMP files of any mix of sizes,
+  decoded by ``models.decoding.decode`` (the decoder of the training data).
+
+Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
+float32 ``[N, isize, isize]`` (zero outside the region of interest), and both take an
+empty batch. A bad request fails with ``InvalidArgument`` and one sentence naming the
+problem and what is expected (``request_error`` extracts it from the error text).
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import tensorflow as tf
+
+from models.decoding import decode
+from models.preprocessing import preprocess
+
+SIGNATURES = ("serving_default", "serving_bytes")
+PIXEL_RANGE = (0.0, 255.0)
+
+
+def _expected(channels: int) -> str:
+    return f"expected float32 images of shape (N, H, W, {channels}) with pixel values 0-255"
+
+
+def _check(tensor: tf.Tensor, ok, sentence: str, *shown) -> tf.Tensor:
+    """``tensor`` once ``ok`` holds; otherwise InvalidArgument with ``sentence``."""
+    assertion = tf.debugging.Assert(ok, [sentence, *shown], summarize=8)
+    with tf.control_dependencies([assertion]):
+        return tf.identity(tensor)
+
+
+def check_images(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """Refuses a wrong rank, channel count, empty side, NaN/inf or values out of range.
+
+    Each check runs only after the one before passed, so the error names the
+    first problem; an empty batch passes. Only the assertions can fail here
+    (no op that would raise its own, less readable error on a bad shape).
+    """
+    expected = _expected(channels)
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # [1:4] exist for any rank
+    rank_ok = tf.equal(tf.size(shape), 4)
+    images = _check(images, rank_ok, f"wrong rank: {expected}; got shape", shape)
+    images = _check(
+        images, tf.equal(padded[3], channels), f"wrong channel count: {expected}; got shape", shape
+    )
+    images = _check(
+        images,
+        tf.reduce_all(padded[1:3] > 0),
+        f"an image has no pixels: {expected}; got shape",
+        shape,
+    )
+    images = _check(
+        images,
+        tf.reduce_all(tf.math.is_finite(images)),
+        f"pixels are NaN or infinite (a broken frame?): {expected}",
+    )
+    low, high = tf.reduce_min(images), tf.reduce_max(images)
+    in_range = (low >= PIXEL_RANGE[0]) & (high <= PIXEL_RANGE[1])
+    images = _check(
+        images, in_range, f"pixel values outside 0-255: {expected}; got min, max", low, high
+    )
+    images.set_shape([None, None, None, channels])  # static only: checked above
+    return images
+
+
+def _decode_one(encoded: tf.Tensor, index: tf.Tensor, channels: int) -> tf.Tensor:
+    """One request file -> float32 ``[1, H, W, channels]``, refusing an empty string."""
+    encoded = _check(
+        encoded, tf.strings.length(encoded) > 0, "encoded file is an empty string: at index", index
+    )
+    return tf.cast(decode(encoded, channels), tf.float32)[None]
+
+
+def request_error(error: tf.errors.InvalidArgumentError) -> str:
+    """The one sentence of a refused request, without TensorFlow's node details.
+
+    ``"assertion failed: [...; got shape] [1 8 8 3]"`` becomes ``"...; got shape 1 8 8 3"``; a
+    decoder's own error (``"Invalid PNG data, size 50"``) is kept as it is.
+    """
+    for line in error.message.splitlines():
+        line = line.strip()
+        if not line or line.startswith(_TENSORFLOW_NOISE):
+            continue
+        line = line.removeprefix("assertion failed: ")
+        return re.sub(r"\]\s*\[", " ", line).strip("[]")
+    return error.message.strip()
+
+
+_TENSORFLOW_NOISE = ("Graph execution error", "Detected at node", "<stack trace", "[[")
+
+
+def serving_functions(scorer, spec: dict, threshold: float) -> dict:
+    """The two endpoint functions (plain Python, traced by the archive)."""
+    channels, isize = spec["channels"], spec["isize"]
+    threshold = tf.constant(threshold, tf.float32)
+
+    def decide(images: tf.Tensor, roi: tf.Tensor) -> dict:
+        scored = scorer.score(images)
+        return {
+            "score": scored["score"],
+            "is_anomaly": scored["score"] >= threshold,
+            "anomaly_map": scored["anomaly_map"] * roi[..., 0],
+        }
+
+    def nothing() -> dict:
+        return {
+            "score": tf.zeros([0], tf.float32),
+            "is_anomaly": tf.zeros([0], tf.bool),
+            "anomaly_map": tf.zeros([0, isize, isize], tf.float32),
+        }
+
+    def from_images(images):
+        images = check_images(images, channels)
+        # An empty batch is answered without running the networks (some ops need N > 0).
+        return tf.cond(tf.shape(images)[0] > 0, lambda: decide(*preprocess(images, spec)), nothing)
+
+    def from_bytes(encoded):
+        # One file at a time: the files of a request may differ in size.
+        def one(item):
+            model_input, roi = preprocess(_decode_one(*item, channels), spec)
+            return model_input[0], roi[0]
+
+        indices = tf.range(tf.shape(encoded)[0])
+        model_inputs, roi = tf.map_fn(
+            one,
+            (encoded, indices),
+            fn_output_signature=(
+                tf.TensorSpec([isize, isize, channels], tf.float32),
+                tf.TensorSpec([isize, isize, 1], tf.float32),
+            ),
+        )
+        return tf.cond(tf.size(indices) > 0, lambda: decide(model_inputs, roi), nothing)
+
+    return {"serving_default": from_images, "serving_bytes": from_bytes}
+
+
+def serving_archive(scorer, spec: dict, threshold: float):
+    """The scorer, its preprocessing and threshold as a SavedModel archive.
+
+    Returns:
+        ``(keras.export.ExportArchive, {signature name: its traced function})``.
+    """
+    functions = serving_functions(scorer, spec, threshold)
+    archive = keras.export.ExportArchive()
+    archive.track(scorer)
+    # Any rank is accepted so that a wrong one gets a readable refusal.
+    endpoints = {}
+    endpoints["serving_default"] = archive.add_endpoint(
+        "serving_default",
+        functions["serving_default"],
+        input_signature=[tf.TensorSpec(None, tf.float32, name="images")],
+    )
+    endpoints["serving_bytes"] = archive.add_endpoint(
+        "serving_bytes",
+        functions["serving_bytes"],
+        input_signature=[tf.TensorSpec([None], tf.string, name="encoded")],
+    )
+    return archive, endpoints

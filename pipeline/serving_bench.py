@@ -1,0 +1,136 @@
+"""python -m pipeline.serving_bench: the exported SavedModel's speed (``make bench``).
+
+    python -m pipeline.serving_bench [--config configs/default.yaml] [--repeats 50]
+
+Exports the config's scorer (untrained weights: the same graph and the same work as a
+trained one) through the export stage's own archive, reloads it as TF Serving would, and
+measures on this CPU: batch-1 latency (p50 and p95, ms) through each signature, images/s
+at batch 64 through each, ``ganomaly predict`` images/s on a folder, and the SavedModel's
+size (MB). Images are the size of the config's built-in data (``data.synthetic_size``).
+Prints one JSON object, last on its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 64
+PREDICT_IMAGES = 64
+
+
+def _export(config, folder: Path) -> Path:
+    """The config's scorer as the export stage writes it (with a stand-in model card)."""
+    import dataclasses  # noqa: PLC0415
+
+    from models.serving import serving_archive  # noqa: PLC0415
+    from pipeline.core import modeling  # noqa: PLC0415
+
+    scorer = modeling.build_scorer(config, modeling.build_model(config))
+    spec = dataclasses.asdict(config.preprocess)
+    # No image flagged: predict's figure is scoring and regions, without overlay drawing.
+    archive, _ = serving_archive(scorer, spec, threshold=1e9)
+    target = folder / "model" / "1"
+    archive.write_out(str(target), verbose=False)
+    card = {
+        "version": 1,
+        "preprocess": spec,
+        "pixel_threshold": 1e9,
+        "regions": {"min_area": 16, "max_area": 0, "min_mean": 0.0},
+    }
+    (target / "assets" / "ganomaly.json").write_text(json.dumps(card))
+    return target
+
+
+def _png_files(config, n: int) -> list[bytes]:
+    from PIL import Image  # noqa: PLC0415
+
+    side, channels = config.data.synthetic_size, config.preprocess.channels
+    rng = np.random.default_rng(0)
+    files = []
+    for _ in range(n):
+        pixels = rng.integers(0, 256, (side, side, channels), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(buffer, "PNG")
+        files.append(buffer.getvalue())
+    return files
+
+
+def _latencies_ms(call, repeats: int) -> tuple[float, float]:
+    call()  # warm-up: tracing and first allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def _images_per_s(call, n: int, repeats: int = 3) -> float:
+    call()
+    best = min(_timed(call) for _ in range(repeats))
+    return n / best
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def measure(config, repeats: int) -> dict:
+    """Every figure of the serving benchmark for ``config``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from components.export import saved_size_mb  # noqa: PLC0415
+    from pipeline import predict  # noqa: PLC0415
+
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        target = _export(config, Path(tmp))
+        result["export_size_mb"] = saved_size_mb(target)
+        signatures = tf.saved_model.load(str(target)).signatures
+        files = _png_files(config, BATCH)
+        pixels = tf.constant(
+            np.stack([np.asarray(tf.io.decode_png(f)) for f in files]).astype(np.float32)
+        )
+        calls = {
+            "serving_default": lambda n: signatures["serving_default"](images=pixels[:n]),
+            "serving_bytes": lambda n: signatures["serving_bytes"](encoded=tf.constant(files[:n])),
+        }
+        for name, call in calls.items():
+            p50, p95 = _latencies_ms(lambda call=call: call(1), repeats)
+            result[f"latency_ms_b1_p50_{name}"] = p50
+            result[f"latency_ms_b1_p95_{name}"] = p95
+            result[f"img_s_b{BATCH}_{name}"] = _images_per_s(lambda call=call: call(BATCH), BATCH)
+        inbox = Path(tmp) / "inbox"
+        inbox.mkdir()
+        for i, data in enumerate(_png_files(config, PREDICT_IMAGES)):
+            (inbox / f"{i:04d}.png").write_bytes(data)
+        summary = predict.predict(target.parent, [str(inbox)], Path(tmp) / "out")
+        result["predict_img_s"] = summary["images_per_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.core.config import load_config  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--repeats", type=int, default=50, help="batch-1 requests per signature")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    print(json.dumps(measure(config, args.repeats)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""pipeline.serving_bench: one quick real measurement of every key, on a tiny config."""
+
+import json
+
+from pipeline import serving_bench
+from tests.conftest import TINY_OVERRIDES
+
+
+def test_main_prints_every_key_as_one_json_line_last(capsys, monkeypatch):
+    monkeypatch.setattr(serving_bench, "BATCH", 4)
+    monkeypatch.setattr(serving_bench, "PREDICT_IMAGES", 3)
+    sets = [arg for override in TINY_OVERRIDES for arg in ("--set", override)]
+    assert serving_bench.main(["--config", "configs/default.yaml", *sets, "--repeats", "3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for signature in ("serving_default", "serving_bytes"):
+        p50 = result[f"latency_ms_b1_p50_{signature}"]
+        assert 0 < p50 <= result[f"latency_ms_b1_p95_{signature}"]
+        assert result[f"img_s_b4_{signature}"] > 0
+    assert result["predict_img_s"] > 0 and 0 < result["export_size_mb"] < 50
