@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from models import losses
-from models.networks import build_discriminator, build_generator
+from models.networks import build_discriminator, build_generator, float32_outputs
 from models.options import ModelOptions, as_dict, from_dict
 
 # The discriminator is re-initialised when its loss collapses below this,
@@ -120,9 +120,10 @@ class GANomaly(keras.Model):
 
     def _generator_losses(self, inputs, targets, training: bool) -> dict:
         # Losses in float32 whatever the compute dtype (mixed_float16 on a GPU).
-        reconstruction, latent_i, latent_o = _float32(self.generator(inputs, training=training))
-        _, real_features, _ = _float32(self.discriminator(targets, training=training))
-        _, fake_features, _ = _float32(self.discriminator(reconstruction, training=training))
+        generated = self.generator(inputs, training=training)
+        reconstruction, latent_i, latent_o = float32_outputs(generated)
+        real_features = float32_outputs(self.discriminator(targets, training=training))[1]
+        fake_features = float32_outputs(self.discriminator(reconstruction, training=training))[1]
         adv = losses.adversarial_loss(real_features, fake_features)
         con = losses.contextual_loss(targets, reconstruction)
         enc = losses.encoder_loss(latent_i, latent_o)
@@ -228,7 +229,3 @@ class GANomaly(keras.Model):
                 value = ops.zeros(weight.shape)
             weight.assign(value)
         return tf.constant(1.0)
-
-
-def _float32(tensors) -> list:
-    return [ops.cast(t, "float32") for t in tensors]
