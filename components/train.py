@@ -305,9 +305,7 @@ class Trainer:
             flush=True,
         )
         if self.chief:
-            import mlflow  # noqa: PLC0415
-
-            mlflow.log_metrics({**row, "train_images_per_s": images_per_s}, step=epoch)
+            _log_metrics({**row, "train_images_per_s": images_per_s}, step=epoch)
 
     # -- non-finite losses ---------------------------------------------------------
 
@@ -375,6 +373,16 @@ def _write_history(path: Path, history: list[dict]) -> None:
             writer.writerow([epoch, *(repr(row[k]) for k in keys)])
 
 
+def _log_metrics(metrics: dict, step: int | None = None) -> bool:
+    """Logs into the stage's MLflow run; outside one (a test, a notebook) logs nothing."""
+    import mlflow  # noqa: PLC0415
+
+    if mlflow.active_run() is None:
+        return False
+    mlflow.log_metrics(metrics, step=step)
+    return True
+
+
 def _reset_global_settings(determinism_was_on: bool) -> None:
     """Leaves the process as training found it (tests run several stages in one)."""
     keras.mixed_precision.set_global_policy("float32")
@@ -395,10 +403,10 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         print("[train] done; worker output discarded (the chief writes the model)", flush=True)
         return
     summary = trainer.write_output(out)
-    import mlflow  # noqa: PLC0415
+    if _log_metrics({k: float(v) for k, v in summary.items()}):
+        import mlflow  # noqa: PLC0415
 
-    mlflow.log_metrics({k: float(v) for k, v in summary.items()})
-    mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
+        mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
     print(
         f"[train] {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
         f"best epoch {summary['best_epoch']}",
