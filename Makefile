@@ -117,7 +117,7 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 	  --experiment-name "$$($(GANOMALY) experiment $(ARGS))" \
 	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
-bench: $(INSTALLED) ## ingest+preprocess images/s and memory; model training and scoring speed (JSON)
+bench: $(INSTALLED) ## ingest+preprocess images/s and memory; training peak memory; model speed (JSON)
 	$(BIN)/python -m pipeline.speed_bench
 	$(BIN)/python -m pipeline.model_bench
 
