@@ -188,9 +188,9 @@ class Trainer:
             self.checkpoint()  # step 0: a good state to roll back to
             return
         self._load(loaded.path, loaded.state)
-        damaged = f"{', '.join(loaded.skipped)} damaged (truncated or unreadable); " * bool(
-            loaded.skipped
-        )
+        damaged = ""
+        if loaded.skipped:
+            damaged = f"{', '.join(loaded.skipped)} damaged (truncated or unreadable); "
         print(
             f"[train] {damaged}resuming from {loaded.path} (epoch {self.state['epoch'] + 1}, "
             f"step {self.state['step']} done)",

@@ -141,6 +141,7 @@ def test_kill_9_of_one_worker_fails_the_run_in_one_line_instead_of_hanging(tiny_
     assert (run_path / train.PARTIAL / "ckpt-000000002").is_dir()  # resumable
 
 
+@pytest.mark.slow  # over 20 s on 2 cores
 def test_mirrored_mixed_precision_trains_with_finite_losses_and_scores_in_float32(
     tiny_preprocessed,
 ):

@@ -76,6 +76,7 @@ def one_epoch(tiny_preprocessed):
     return run_path
 
 
+@pytest.mark.slow  # two trainings and more, over 20 s
 def test_same_seed_gives_the_same_losses_and_weights_bit_for_bit(tiny_preprocessed):
     config_file, root = tiny_preprocessed
     config = _config(config_file, "train.epochs=1")
@@ -88,6 +89,7 @@ def test_same_seed_gives_the_same_losses_and_weights_bit_for_bit(tiny_preprocess
     )
 
 
+@pytest.mark.slow  # two trainings and more, over 20 s
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_and_says_so(
     tiny_preprocessed, one_epoch, capsys
 ):
