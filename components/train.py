@@ -185,6 +185,8 @@ class Trainer:
                 self.store.clear()
             loaded = None
         if loaded is None:
+            if self.store.checkpoints():  # there were some, and none reads back whole
+                print(f"[train] {self.store.root}: every checkpoint is damaged; starting afresh")
             self.checkpoint()  # step 0: a good state to roll back to
             return
         self._load(loaded.path, loaded.state)
