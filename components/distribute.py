@@ -15,6 +15,7 @@ the watchdog ends a process that made no progress for that long, in one line
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from pipeline.core import cluster
 from pipeline.core.config import Config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ClusterError, PipelineError
 
 # What a collective raises when a peer died or cannot be reached.
 PEER_ERRORS = (
@@ -60,11 +61,12 @@ def make_strategy(config: Config) -> tf.distribute.Strategy:
         ) from None
 
 
-def peer_failure(err: Exception) -> PipelineError:
+def peer_failure(err: Exception) -> ClusterError:
     """The one-line error of a collective that failed because a worker went away."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return PipelineError(
-        f"train: a worker of the cluster stopped or cannot be reached ({reason[:160]}); "
+    text = re.sub(r"\{\{.*?\}\}", " ", str(err))  # TensorFlow's node names
+    reason = " ".join(text.split())[:200] or type(err).__name__
+    return ClusterError(
+        f"train: a worker of the cluster stopped or cannot be reached ({reason}); "
         "start every worker again with the same command to resume from the last checkpoint"
     )
 

@@ -24,7 +24,7 @@ import yaml
 
 from pipeline.core import artifacts, cluster, stages
 from pipeline.core.config import Config, check_source, dump_config, load_config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ClusterError, PipelineError
 
 STAGES = stages.STAGE_NAMES
 
@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             run_stage(stage, config, run_name, run_path)
     except PipelineError as err:
         print(f"ganomaly {args.stage}: error: {err}", file=sys.stderr)
+        if isinstance(err, ClusterError):  # aborted collectives: no clean shutdown to wait for
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print(f"ganomaly {args.stage}: interrupted; nothing was moved into place", file=sys.stderr)
