@@ -127,7 +127,7 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 	  --experiment-name "$$($(GANOMALY) experiment $(ARGS))" \
 	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
-bench: $(INSTALLED) ## ingest+preprocess images/s and memory; model and SavedModel speed (JSON)
+bench: $(INSTALLED) ## data pipeline speed and memory; training peak memory; model and SavedModel speed
 	$(BIN)/python -m pipeline.speed_bench
 	$(BIN)/python -m pipeline.model_bench
 	$(BIN)/python -m pipeline.serving_bench --config $(CONFIG)

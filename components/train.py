@@ -8,147 +8,414 @@ Writes ``artifacts/<run>/train/``:
 - ``model.weights.h5``: the weights of the epoch with the lowest validation
   reconstruction loss (``val_con_loss``, on validation normals only; the
   test split is never looked at).
-- ``checkpoints/last.weights.h5``: the latest epoch, rewritten every epoch.
+- ``checkpoints/last.weights.h5``: the weights of the last epoch.
 - ``model.json``: the model's ``get_config()`` (networks only; scoring is evaluate's).
 - ``train.json``: training seconds, the best epoch and its ``val_con_loss``.
 - ``history.csv``: losses per epoch (train and ``val_`` ones).
+
+While it runs, ``artifacts/<run>/train.partial/`` holds the resumable state
+(``components/checkpoints.py``), written every epoch and every
+``train.checkpoint_every_steps``: the same command after a crash resumes from
+the last checkpoint and ends as a run never interrupted would (op determinism
+is on). A non-finite loss stops training (exit 2) or, with ``train.on_nan:
+restore``, rolls back to the last checkpoint with halved learning rates.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
-from models.anomalies import corrupt
+from components import distribute
+from components.checkpoints import CheckpointStore, IncompatibleCheckpoint
+from components.train_data import TrainingData
 from models.ganomaly import GANomaly
-from pipeline.core import modeling, records
-from pipeline.core.config import Config, TrainConfig
+from pipeline.core import cluster, modeling, records
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
 
 SELECTION_METRIC = "val_con_loss"
+# The loss terms, in the order a non-finite one is named (the parts before the sums).
+LOSS_TERMS = ("con_loss", "enc_loss", "adv_loss", "d_loss", "g_loss")
+PARTIAL = "train.partial"
+# Train settings a checkpoint does not depend on: a run may resume with other values.
+RESUMABLE_KEYS = (
+    "epochs",
+    "patience",
+    "checkpoint_every_steps",
+    "on_nan",
+    "nan_restores",
+    "strategy",
+    "cache",
+    "worker_timeout_s",
+)
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's losses, validation metrics and training images/s to MLflow.
+class NonFiniteLoss(Exception):
+    """A loss term of a training step is NaN or infinite."""
 
-    Args:
-        train_images: training images per epoch (for ``train_images_per_s``).
-    """
-
-    def __init__(self, train_images: int):
-        super().__init__()
-        self.train_images = train_images
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        import mlflow  # noqa: PLC0415
-
-        # Includes the validation pass: what a user waits for per epoch.
-        seconds = max(time.perf_counter() - self._started, 1e-9)
-        metrics = {key: float(value) for key, value in (logs or {}).items()}
-        metrics["train_images_per_s"] = self.train_images / seconds
-        mlflow.log_metrics(metrics, step=epoch + 1)
-
-
-def _images(preprocess_dir: Path, split: str, batch_size: int, shuffle_seed: int | None):
-    """The normal images of a split, batched; shuffled each epoch when seeded."""
-    data = records.normal_images(preprocess_dir, split).cache()
-    if shuffle_seed is not None:
-        data = data.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _augment(images):
-    # Only flips: the parts' geometry is otherwise fixed by the fixture.
-    return tf.image.random_flip_left_right(tf.image.random_flip_up_down(images))
-
-
-def _with_synthetic_anomalies(train: tf.data.Dataset, options: TrainConfig) -> tf.data.Dataset:
-    """Batches become ``(corrupted, clean)``: the generator learns to repair."""
-    seeds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True).batch(2)
-    share = options.synthetic_anomalies
-    return tf.data.Dataset.zip(train, seeds).map(
-        lambda images, seed: (corrupt(images, share, seed)[0], images),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    def __init__(self, epoch: int, step: int, term: str, value: float):
+        super().__init__(f"non-finite {term} ({value}) at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.term, self.value = epoch, step, term, value
 
 
 def compiled_model(config: Config) -> GANomaly:
-    """``build_model`` with the paper's optimizers and loss weights from the config."""
+    """``build_model`` with the paper's optimizers (loss-scaled under mixed precision)."""
     model, options = modeling.build_model(config), config.train
+
+    def adam():
+        optimizer = keras.optimizers.Adam(options.lr, beta_1=options.beta1)
+        if options.mixed_precision:
+            return keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
     model.compile(
-        g_optimizer=keras.optimizers.Adam(options.lr, beta_1=options.beta1),
-        d_optimizer=keras.optimizers.Adam(options.lr, beta_1=options.beta1),
+        g_optimizer=adam(),
+        d_optimizer=adam(),
         w_adv=options.w_adv,
         w_con=options.w_con,
         w_enc=options.w_enc,
     )
+    model.build_optimizers()
     return model
 
 
-def training_data(config: Config, preprocess_dir: Path):
-    """``(train, val)`` datasets: shuffled, augmented training normals; validation normals."""
-    options = config.train
-    train = _images(preprocess_dir, "train", options.batch_size, options.seed)
-    if options.augment:
-        train = train.map(_augment)
-    if options.synthetic_anomalies > 0:
-        train = _with_synthetic_anomalies(train, options)
-    return train, _images(preprocess_dir, "val", options.batch_size, None)
+def fingerprint(config: Config, preprocess_dir: Path) -> str:
+    """What a checkpoint must have been written with to be resumed: settings and data."""
+    settings = config.to_dict()
+    settings["train"] = {k: v for k, v in settings["train"].items() if k not in RESUMABLE_KEYS}
+    picked = {s: settings[s] for s in ("data", "preprocess", "model", "train")}
+    picked["preprocess.json"] = records.read_info(preprocess_dir)
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _callbacks(out: Path, train_images: int) -> list[keras.callbacks.Callback]:
-    (out / "checkpoints").mkdir()
-    best = keras.callbacks.ModelCheckpoint(
-        str(out / "model.weights.h5"),
-        monitor=SELECTION_METRIC,
-        mode="min",
-        save_best_only=True,
-        save_weights_only=True,
-    )
-    last = keras.callbacks.ModelCheckpoint(
-        str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True
-    )
-    history = keras.callbacks.CSVLogger(str(out / "history.csv"))
-    return [best, last, history, MlflowEpochLogger(train_images)]
+def _fresh_state(fp: str) -> dict:
+    return {
+        "fingerprint": fp,
+        "epoch": 0,  # epochs finished
+        "step": 0,  # steps finished in the current epoch
+        "global_step": 0,
+        "sums": dict.fromkeys((*LOSS_TERMS, "d_reinit"), 0.0),
+        "history": [],
+        "best": None,
+        "best_epoch": 0,
+        "stale_epochs": 0,
+        "lr_scale": 1.0,
+        "nan_restores": 0,
+        "train_seconds": 0.0,
+    }
+
+
+def _step_function(model: GANomaly, strategy: tf.distribute.Strategy):
+    """One distributed training step; returns the step's losses, all replicas reduced."""
+
+    @tf.function
+    def step(batch):
+        model.reset_metrics()
+        strategy.run(model.train_step, args=(batch,))
+        return {metric.name: metric.result() for metric in model.metrics}
+
+    return step
+
+
+class Trainer:
+    """One run of the train stage: the loop, its checkpoints and its records.
+
+    Args:
+        config: the run's config.
+        preprocess_dir: the preprocess stage's folder.
+        chief: whether this process writes checkpoints, output and MLflow records.
+    """
+
+    def __init__(self, config: Config, preprocess_dir: Path, chief: bool):
+        self.config, self.options, self.chief = config, config.train, chief
+        self.strategy = distribute.make_strategy(config)
+        tf_config.enable_op_determinism()
+        keras.utils.set_random_seed(self.options.seed)
+        if self.options.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        with self.strategy.scope():
+            self.model = compiled_model(config)
+        self.data = TrainingData(config, preprocess_dir, self.strategy.num_replicas_in_sync)
+        self.store = CheckpointStore(Path(preprocess_dir).parent / PARTIAL)
+        self.fingerprint = fingerprint(config, preprocess_dir)
+        self.state = _fresh_state(self.fingerprint)
+        self.watchdog = distribute.Watchdog(config)
+        self._step = _step_function(self.model, self.strategy)
+        self._val_step = tf.function(self.model.evaluation_losses)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.training_state]
+
+    def _assign(self, arrays: list[np.ndarray]) -> None:
+        for variable, value in zip(self.model.training_state, arrays):
+            variable.assign(value)
+
+    def checkpoint(self) -> None:
+        """The chief writes the state atomically; the other workers write nothing."""
+        if self.chief:
+            self.store.save(self._arrays(), self.state)
+
+    def _shapes(self) -> list[tuple]:
+        return [tuple(v.shape) for v in self.model.training_state]
+
+    def resume(self) -> None:
+        """Restores the newest good checkpoint, or starts afresh; says which in one line."""
+        try:
+            loaded = self.store.latest(self._shapes(), self.fingerprint)
+        except IncompatibleCheckpoint as err:
+            print(
+                f"[train] {err.path.parent}: checkpoint written with other model, data or "
+                "training settings; starting afresh",
+                flush=True,
+            )
+            if self.chief:
+                self.store.clear()
+            loaded = None
+        if loaded is None:
+            if self.store.checkpoints():  # there were some, and none reads back whole
+                print(f"[train] {self.store.root}: every checkpoint is damaged; starting afresh")
+            self.checkpoint()  # step 0: a good state to roll back to
+            return
+        self._load(loaded.path, loaded.state)
+        damaged = ""
+        if loaded.skipped:
+            damaged = f"{', '.join(loaded.skipped)} damaged (truncated or unreadable); "
+        print(
+            f"[train] {damaged}resuming from {loaded.path} (epoch {self.state['epoch'] + 1}, "
+            f"step {self.state['step']} done)",
+            flush=True,
+        )
+
+    def _load(self, path: Path, state: dict) -> None:
+        self._assign(state.pop("_arrays"))
+        state.pop("variables_sha256", None)
+        self.state = state
+
+    # -- the loop ------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Trains to the last epoch (or early stop); rolls back on a non-finite loss."""
+        with self.watchdog:
+            self.resume()
+            while True:
+                try:
+                    self._epochs()
+                    return
+                except NonFiniteLoss as err:
+                    self._after_non_finite(err)
+                except distribute.PEER_ERRORS as err:
+                    if not cluster.is_distributed(self.config):
+                        raise
+                    raise distribute.peer_failure(err) from None
+
+    def _stopped_early(self) -> bool:
+        patience = self.options.patience
+        return bool(patience) and self.state["stale_epochs"] >= patience
+
+    def _epochs(self) -> None:
+        while self.state["epoch"] < self.options.epochs and not self._stopped_early():
+            started = time.perf_counter()
+            images = self._train_one_epoch()
+            self._end_epoch(images, time.perf_counter() - started)
+        if self._stopped_early():
+            print(
+                f"[train] early stop after epoch {self.state['epoch']}: {SELECTION_METRIC} "
+                f"no better for {self.options.patience} epochs (train.patience)",
+                flush=True,
+            )
+
+    def _train_one_epoch(self) -> int:
+        """Runs the rest of the current epoch's steps; returns the images it trained on."""
+        state, every = self.state, self.options.checkpoint_every_steps
+        epoch_data = self.data.epoch(state["epoch"], skip=state["step"])
+        steps = 0
+        for batch in self.strategy.experimental_distribute_dataset(epoch_data):
+            values = {k: float(v) for k, v in self._step(batch).items()}
+            self._check_finite(values)
+            for name in state["sums"]:
+                state["sums"][name] += values[name]
+            state["step"] += 1
+            state["global_step"] += 1
+            steps += 1
+            self.watchdog.alive()
+            if every and state["global_step"] % every == 0:
+                self.checkpoint()
+        return min(steps * self.options.batch_size, self.data.count)
+
+    def _check_finite(self, values: dict) -> None:
+        for term in LOSS_TERMS:
+            if not math.isfinite(values[term]):
+                raise NonFiniteLoss(
+                    self.state["epoch"] + 1, self.state["step"] + 1, term, values[term]
+                )
+
+    def validate(self) -> dict:
+        """The loss terms on the validation normals, averaged over images."""
+        totals, count = dict.fromkeys(LOSS_TERMS, 0.0), 0
+        for batch in self.data.val:
+            size = int(batch.shape[0])
+            for name, value in self._val_step(batch).items():
+                totals[name] += float(value) * size
+            count += size
+        self.watchdog.alive()
+        return {f"val_{name}": total / max(count, 1) for name, total in totals.items()}
+
+    def _end_epoch(self, images: int, seconds: float) -> None:
+        state = self.state
+        steps = max(state["step"], 1)
+        row = {name: total / steps for name, total in state["sums"].items()}
+        row["d_reinit"] = state["sums"]["d_reinit"]
+        row.update(self.validate())
+        state["history"].append(row)
+        self._keep_best(row)
+        state.update(epoch=state["epoch"] + 1, step=0)
+        state["sums"] = dict.fromkeys(state["sums"], 0.0)
+        state["train_seconds"] += seconds
+        self.checkpoint()
+        self._report(row, images / max(seconds, 1e-9))
+
+    def _keep_best(self, row: dict) -> None:
+        state = self.state
+        if state["best"] is not None and not row[SELECTION_METRIC] < state["best"]:
+            state["stale_epochs"] += 1
+            return
+        state.update(best=row[SELECTION_METRIC], best_epoch=state["epoch"] + 1, stale_epochs=0)
+        if self.chief:
+            self.store.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.store.root / ".best-tmp.weights.h5"
+            self.model.save_weights(str(tmp))
+            tmp.replace(self.store.best_weights)
+
+    def _report(self, row: dict, images_per_s: float) -> None:
+        epoch = self.state["epoch"]
+        print(
+            f"[train] epoch {epoch}/{self.options.epochs}: g_loss {row['g_loss']:.4f} "
+            f"d_loss {row['d_loss']:.4f} {SELECTION_METRIC} {row[SELECTION_METRIC]:.4f}",
+            flush=True,
+        )
+        if self.chief:
+            _log_metrics({**row, "train_images_per_s": images_per_s}, step=epoch)
+
+    # -- non-finite losses ---------------------------------------------------------
+
+    def _after_non_finite(self, err: NonFiniteLoss) -> None:
+        """Stops (``train.on_nan: stop``) or rolls back with halved learning rates."""
+        restores = self.state["nan_restores"]
+        if self.options.on_nan == "stop" or restores >= self.options.nan_restores:
+            raise PipelineError(self._stop_message(err, restores)) from None
+        loaded = self.store.latest(self._shapes(), self.fingerprint)
+        lr_scale = self.state["lr_scale"] / 2
+        self._load(loaded.path, loaded.state)
+        self.state.update(lr_scale=lr_scale, nan_restores=restores + 1)
+        for optimizer in (self.model.g_optimizer, self.model.d_optimizer):
+            optimizer.learning_rate.assign(self.options.lr * lr_scale)
+        print(
+            f"[train] {err}: rolled back to {loaded.path.name} (epoch {self.state['epoch'] + 1}, "
+            f"step {self.state['step']} done), learning rates halved to "
+            f"{self.options.lr * lr_scale:g} (restore {restores + 1} of "
+            f"{self.options.nan_restores}, train.on_nan: restore)",
+            flush=True,
+        )
+
+    def _stop_message(self, err: NonFiniteLoss, restores: int) -> str:
+        checkpoints = self.store.checkpoints()
+        last = checkpoints[0] if checkpoints else "none"
+        best = self.store.best_weights if self.store.best_weights.is_file() else "none yet"
+        why = (
+            "train.on_nan: stop"
+            if self.options.on_nan == "stop"
+            else f"after {restores} restores, train.nan_restores"
+        )
+        return (
+            f"train: {err}; stopped ({why}); kept the last good checkpoint {last} "
+            f"and the best model {best}"
+        )
+
+    # -- output --------------------------------------------------------------------
+
+    def write_output(self, out: Path) -> dict:
+        """Writes the stage's files into ``out``; returns the summary (``train.json``)."""
+        state = self.state
+        shutil.copyfile(self.store.best_weights, out / modeling.WEIGHTS_FILE)
+        (out / "checkpoints").mkdir()
+        self.model.save_weights(str(out / "checkpoints" / "last.weights.h5"))
+        _write_history(out / "history.csv", state["history"])
+        summary = {
+            "train_seconds": state["train_seconds"],
+            "best_epoch": state["best_epoch"],
+            f"best_{SELECTION_METRIC}": state["best"],
+            "epochs_run": state["epoch"],
+            "stopped_early": self._stopped_early(),
+            "nan_restores": state["nan_restores"],
+        }
+        (out / "model.json").write_text(json.dumps(self.model.get_config(), indent=2))
+        (out / "train.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    keys = sorted(history[0]) if history else []
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        for epoch, row in enumerate(history):
+            writer.writerow([epoch, *(repr(row[k]) for k in keys)])
+
+
+def _log_metrics(metrics: dict, step: int | None = None) -> bool:
+    """Logs into the stage's MLflow run; outside one (a test, a notebook) logs nothing."""
+    import mlflow  # noqa: PLC0415
+
+    if mlflow.active_run() is None:
+        return False
+    mlflow.log_metrics(metrics, step=step)
+    return True
+
+
+def _reset_global_settings(determinism_was_on: bool) -> None:
+    """Leaves the process as training found it (tests run several stages in one)."""
+    keras.mixed_precision.set_global_policy("float32")
+    if not determinism_was_on:
+        tf_config.disable_op_determinism()
 
 
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
-    """Trains on the preprocess stage's normals; writes the best weights into ``out``."""
-    import mlflow  # noqa: PLC0415
+    """Trains on the preprocess stage's normals; the chief writes the best weights into ``out``."""
+    chief = cluster.is_chief(config)
+    determinism_was_on = tf_config.is_op_determinism_enabled()
+    try:
+        trainer = Trainer(config, inputs["preprocess"], chief)
+        trainer.train()
+    finally:
+        _reset_global_settings(determinism_was_on)
+    if not chief:
+        print("[train] done; worker output discarded (the chief writes the model)", flush=True)
+        return
+    summary = trainer.write_output(out)
+    if _log_metrics({k: float(v) for k, v in summary.items()}):
+        import mlflow  # noqa: PLC0415
 
-    keras.utils.set_random_seed(config.train.seed)
-    train, val = training_data(config, inputs["preprocess"])
-    model = compiled_model(config)
-    train_images = records.read_info(inputs["preprocess"])["splits"]["train"]["normal"]
-    start = time.time()
-    # shuffle=False: tf.data already reshuffles the training set every epoch.
-    history = model.fit(
-        train,
-        validation_data=val,
-        epochs=config.train.epochs,
-        callbacks=_callbacks(out, train_images),
-        shuffle=False,
-        verbose=2,
-    )
-    losses = history.history[SELECTION_METRIC]
-    summary = {
-        "train_seconds": time.time() - start,
-        "best_epoch": losses.index(min(losses)) + 1,
-        f"best_{SELECTION_METRIC}": min(losses),
-    }
-    (out / "model.json").write_text(json.dumps(model.get_config(), indent=2))
-    (out / "train.json").write_text(json.dumps(summary, indent=2))
-    mlflow.log_metrics(summary)
-    mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
+        mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")
     print(
-        f"[train] {config.train.epochs} epochs in {summary['train_seconds']:.0f} s; "
+        f"[train] {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
         f"best epoch {summary['best_epoch']}",
         flush=True,
     )
+
+
+def after_success(run_path: Path) -> None:
+    """Deletes the resumable state once the stage's output is in place."""
+    CheckpointStore(Path(run_path) / PARTIAL).clear()

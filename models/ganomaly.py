@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from models import losses
-from models.networks import build_discriminator, build_generator
+from models.networks import build_discriminator, build_generator, float32_outputs
 from models.options import ModelOptions, as_dict, from_dict
 
 # The discriminator is re-initialised when its loss collapses below this,
@@ -90,6 +90,26 @@ class GANomaly(keras.Model):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.w_adv, self.w_con, self.w_enc = w_adv, w_con, w_enc
 
+    def build_optimizers(self) -> None:
+        """Creates both optimizers' variables now (a distributed step cannot create them)."""
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def training_state(self) -> list:
+        """Every variable training changes, in a fixed order: what a checkpoint holds.
+
+        Both networks (BN statistics included), both optimizers (step counts,
+        learning rates, moments, loss scales) and the re-initialisation seed.
+        """
+        return [
+            *self.generator.variables,
+            *self.discriminator.variables,
+            self._reinit_seed.state,
+            *self.g_optimizer.variables,
+            *self.d_optimizer.variables,
+        ]
+
     @property
     def metrics(self) -> list:
         return [*self.trackers.values(), self.d_reinit_tracker]
@@ -99,9 +119,11 @@ class GANomaly(keras.Model):
         return self.generator(images, training=training)
 
     def _generator_losses(self, inputs, targets, training: bool) -> dict:
-        reconstruction, latent_i, latent_o = self.generator(inputs, training=training)
-        _, real_features, _ = self.discriminator(targets, training=training)
-        _, fake_features, _ = self.discriminator(reconstruction, training=training)
+        # Losses in float32 whatever the compute dtype (mixed_float16 on a GPU).
+        generated = self.generator(inputs, training=training)
+        reconstruction, latent_i, latent_o = float32_outputs(generated)
+        real_features = float32_outputs(self.discriminator(targets, training=training))[1]
+        fake_features = float32_outputs(self.discriminator(reconstruction, training=training))[1]
         adv = losses.adversarial_loss(real_features, fake_features)
         con = losses.contextual_loss(targets, reconstruction)
         enc = losses.encoder_loss(latent_i, latent_o)
@@ -115,8 +137,8 @@ class GANomaly(keras.Model):
         }
 
     def _discriminator_loss(self, images, reconstruction, training: bool):
-        real_logits, _, _ = self.discriminator(images, training=training)
-        fake_logits, _, _ = self.discriminator(reconstruction, training=training)
+        real_logits = ops.cast(self.discriminator(images, training=training)[0], "float32")
+        fake_logits = ops.cast(self.discriminator(reconstruction, training=training)[0], "float32")
         return losses.discriminator_loss(real_logits, fake_logits)
 
     @staticmethod
@@ -128,25 +150,58 @@ class GANomaly(keras.Model):
 
     def train_step(self, data):
         inputs, images = self._unpack(data)
+        # Under a tf.distribute strategy the optimizers sum the replicas' gradients:
+        # each replica's mean loss is divided by their number (the global batch's mean).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
 
         # Generator: reconstruct the (clean) image, match the discriminator's features.
         with tf.GradientTape() as g_tape:
             g = self._generator_losses(inputs, images, training=True)
+            g_scaled = self.g_optimizer.scale_loss(g["g_loss"] / replicas)
         g_weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g["g_loss"], g_weights), g_weights))
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_weights), g_weights))
 
         # Discriminator: tell real images from their (fixed) reconstructions.
         reconstruction = ops.stop_gradient(g["reconstruction"])
         with tf.GradientTape() as d_tape:
             d_loss = self._discriminator_loss(images, reconstruction, training=True)
+            d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
         d_weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_weights), d_weights))
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_weights), d_weights))
 
-        # Re-initialise a collapsed discriminator, as the paper's code does.
-        reinit = tf.cond(
+        reinit = self._reinitialize_if_collapsed(d_loss)
+        return self._update_trackers(g, d_loss, reinit)
+
+    def _reinitialize_if_collapsed(self, d_loss):
+        """Re-initialises a collapsed discriminator, as the paper's code does; 1.0 if it did.
+
+        The decision is taken on the mean loss of all replicas and the new weights
+        are drawn once, in cross-replica context, so every replica keeps the same.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None:  # called outside a replica (cross-replica context)
+            return self._reinitialize_if(d_loss)
+        mean_loss = context.all_reduce(tf.distribute.ReduceOp.MEAN, d_loss)
+        return context.merge_call(self._merged_reinitialize_if, args=(mean_loss,))
+
+    def _merged_reinitialize_if(self, strategy, loss):
+        return self._reinitialize_if(strategy.experimental_local_results(loss)[0])
+
+    def _reinitialize_if(self, d_loss):
+        return tf.cond(
             d_loss < D_COLLAPSE_LOSS, self._reinitialize_discriminator, lambda: tf.constant(0.0)
         )
-        return self._update_trackers(g, d_loss, reinit)
+
+    def evaluation_losses(self, data) -> dict:
+        """The loss terms of one batch in inference mode; updates no state.
+
+        Returns:
+            ``{"g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"}``, scalars.
+        """
+        inputs, images = self._unpack(data)
+        g = self._generator_losses(inputs, images, training=False)
+        d_loss = self._discriminator_loss(images, g.pop("reconstruction"), training=False)
+        return {**g, "d_loss": d_loss}
 
     def test_step(self, data):
         inputs, images = self._unpack(data)

@@ -21,6 +21,11 @@ from keras import layers
 _BN_KWARGS = {"momentum": 0.9, "epsilon": 1e-5}
 
 
+def float32_outputs(tensors) -> list:
+    """A network's outputs in float32, whatever its compute dtype (``mixed_float16``)."""
+    return [keras.ops.cast(t, "float32") for t in tensors]
+
+
 def _check_isize(isize: int) -> None:
     if isize < 32 or isize % 16:
         raise ValueError(f"isize must be a multiple of 16 of at least 32, got {isize!r}")

@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from models import scoring
+from models.networks import float32_outputs
 from models.options import ScoreOptions, from_dict
 
 # Per-pixel map statistics are shrunk towards the global ones as if this many
@@ -38,6 +39,8 @@ class Scorer(keras.layers.Layer):
     """
 
     def __init__(self, model, options: ScoreOptions | dict | None = None, **kwargs):
+        # Scores in float32 even under a mixed_float16 policy (networks trained in float16).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.options = from_dict(ScoreOptions, options)
         self.options.check()
@@ -65,7 +68,8 @@ class Scorer(keras.layers.Layer):
     def raw_scores(self, images) -> dict:
         """Unscaled latent distance and the kind's maps, in inference mode."""
         sigma = self.options.smoothing_sigma
-        reconstruction, latent_i, latent_o = self.generator(images, training=False)
+        images = ops.cast(images, "float32")
+        reconstruction, latent_i, latent_o = float32_outputs(self.generator(images, training=False))
         raw = {
             "latent": scoring.latent_distance(latent_i, latent_o),
             "reconstruction": reconstruction,
@@ -75,8 +79,10 @@ class Scorer(keras.layers.Layer):
         if "ssim" in self.map_kinds:
             raw["ssim"] = scoring.ssim_map(images, reconstruction)
         if self.discriminator is not None:
-            _, _, image_features = self.discriminator(images, training=False)
-            _, _, reconstruction_features = self.discriminator(reconstruction, training=False)
+            image_features = float32_outputs(self.discriminator(images, training=False))[2]
+            reconstruction_features = float32_outputs(
+                self.discriminator(reconstruction, training=False)
+            )[2]
             raw["discriminator"] = scoring.feature_map(
                 image_features, reconstruction_features, self.isize, sigma
             )

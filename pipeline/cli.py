@@ -18,13 +18,14 @@ import importlib
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from pipeline.core import artifacts, stages
+from pipeline.core import artifacts, cluster, stages
 from pipeline.core.config import Config, check_source, dump_config, load_config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ClusterError, PipelineError
 
 STAGES = stages.STAGE_NAMES
 
@@ -120,11 +121,19 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     check_source(config)
     inputs = {name: artifacts.require_stage(run_path, name) for name in stages.stage(stage).reads}
     tracking.check_store()
+    chief = stage != "train" or cluster.is_chief(config)
     module = importlib.import_module(f"components.{stage}")
+    if not chief:  # another worker of a training cluster: no records, nothing kept
+        print(f"[{stage}] run {run_name!r}: worker of a cluster; the chief writes the output")
+        with tempfile.TemporaryDirectory(prefix=f"ganomaly-{stage}-") as out:
+            module.run(config, inputs, Path(out))
+        return
     print(f"[{stage}] run {run_name!r} -> {run_path / stage}", flush=True)
     with tracking.stage_run(config, run_name, run_path, stage):
         with artifacts.stage_output(run_path, stage) as out:
             module.run(config, inputs, out)
+    if hasattr(module, "after_success"):  # e.g. train's resumable state, once in place
+        module.after_success(run_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             run_stage(stage, config, run_name, run_path)
     except PipelineError as err:
         print(f"ganomaly {args.stage}: error: {err}", file=sys.stderr)
+        if isinstance(err, ClusterError):  # aborted collectives: no clean shutdown to wait for
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print(f"ganomaly {args.stage}: interrupted; nothing was moved into place", file=sys.stderr)

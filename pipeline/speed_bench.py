@@ -17,6 +17,13 @@ outputs (``WORKDIR/artifacts``, ``WORKDIR/mlflow``) are deleted after each
 size unless ``--keep`` is given; the generated images are always kept.
 Comparing the peak memory of the sizes shows whether memory stays flat as the
 dataset grows.
+
+Then the same for training (``--train-sizes``, 1,000 and 10,000 images by default):
+one epoch of ``ganomaly train`` with tiny networks at 32x32 on random records
+written straight into a preprocess folder, once streaming the split from the
+TFRecords (``train.cache=none``) and once cached in memory (``train.cache=memory``);
+the peak RSS of each goes to ``WORKDIR/train_memory.json`` and one JSON line,
+``{"train_peak_rss_mib": {"1000": {"none": ..., "memory": ...}, ...}}``.
 """
 
 from __future__ import annotations
@@ -140,9 +147,8 @@ def generate(root: Path, count: int, side: int) -> Path:
 
 
 def _ganomaly() -> list[str]:
-    """The ``ganomaly`` console script next to this Python, else ``python -m pipeline.cli``."""
-    script = Path(sys.executable).parent / "ganomaly"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline.cli"]
+    """``python -m pipeline.cli`` of this Python, run in this checkout (``_run_measured``)."""
+    return [sys.executable, "-m", "pipeline.cli"]
 
 
 def _run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
@@ -153,7 +159,7 @@ def _run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float
     """
     with open(log, "w") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
@@ -235,6 +241,96 @@ def run_bench(
     return rows
 
 
+# Training's peak memory: tiny networks, 1 epoch, on synthetic records written straight
+# into a preprocess folder (no PNGs to decode), with the split cached and streamed.
+TRAIN_SIZES = (1000, 10000)
+TRAIN_OVERRIDES = (
+    "model.nz=16",
+    "model.ngf=8",
+    "model.ndf=8",
+    "train.epochs=1",
+    "train.batch_size=64",
+)
+
+
+def write_preprocessed(folder: Path, count: int, isize: int) -> Path:
+    """A finished preprocess stage of ``count`` random training normals (and 64 validation).
+
+    Args:
+        folder: ``artifacts/<run>/preprocess``; replaced.
+        count: Training images.
+        isize: Their side (one channel).
+
+    Returns:
+        ``folder``.
+    """
+    import tensorflow as tf  # noqa: PLC0415 - slow import, only for this bench
+
+    from pipeline.core import artifacts, records  # noqa: PLC0415
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(count)
+    blank = np.zeros((isize, isize), np.uint8)
+    splits = {}
+    for split, n in (("train", count), ("val", 64)):
+        shard = f"{split}-00000.tfrecord"
+        with tf.io.TFRecordWriter(str(folder / shard)) as writer:
+            for i in range(n):
+                image = rng.uniform(-1, 1, (isize, isize, 1)).astype(np.float32)
+                writer.write(records.encode(image, blank + 1, blank, 0, "good", f"{split}/{i}"))
+        splits[split] = {"count": n, "normal": n, "abnormal": 0, "shards": [shard]}
+    info = {"spec": {"isize": isize, "channels": 1}, "splits": splits}
+    (folder / records.INFO_FILE).write_text(json.dumps(info))
+    (folder / artifacts.SUCCESS).write_text("bench\n")
+    return folder
+
+
+def run_train_memory(
+    sizes: tuple[int, ...] = TRAIN_SIZES,
+    isize: int = 32,
+    caches: tuple[str, ...] = ("none", "memory"),
+    workdir: Path = DEFAULT_WORKDIR,
+) -> list[dict]:
+    """Peak RSS of ``ganomaly train`` (one epoch) at each training set size and cache mode.
+
+    Args:
+        sizes: Training images per run.
+        isize: Image side.
+        caches: ``train.cache`` values to measure.
+        workdir: Holds the runs (deleted after each) and ``train_memory.json``.
+
+    Returns:
+        One dict per (size, cache): ``images``, ``cache``, ``seconds``, ``peak_rss_mib``.
+    """
+    workdir = Path(workdir).resolve()
+    rows = []
+    for size in sizes:
+        for cache in caches:
+            run = f"bench-train-n{size}-{cache}"
+            artifacts_root, store = workdir / "artifacts", workdir / "mlflow" / run
+            write_preprocessed(artifacts_root / run / "preprocess", size, isize)
+            store.mkdir(parents=True, exist_ok=True)
+            env = dict(
+                os.environ,
+                GANOMALY_ARTIFACTS=str(artifacts_root),
+                MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
+                TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            )
+            sets = [f"preprocess.isize={isize}", f"train.cache={cache}", *TRAIN_OVERRIDES]
+            args = ["train", "--config", str(CONFIG), "--run", run]
+            args += [arg for override in sets for arg in ("--set", override)]
+            log = artifacts_root / f"{run}.log"
+            seconds, peak = _run_measured([*_ganomaly(), *args], env, log)
+            row = {"images": size, "cache": cache, "seconds": round(seconds, 2)}
+            rows.append({**row, "peak_rss_mib": round(peak, 1), "isize": isize})
+            print(f"[bench] train {json.dumps(rows[-1])}", flush=True)
+            shutil.rmtree(artifacts_root / run, ignore_errors=True)
+            shutil.rmtree(store, ignore_errors=True)
+    (workdir / "train_memory.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
 HEADER = f"{'images':>7}  {'stage':<10}  {'seconds':>8}  {'images/s':>9}  {'peak RSS MiB':>12}"
 
 
@@ -272,13 +368,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isize", type=int, default=128, help="preprocess.isize")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--keep", action="store_true", help="keep the pipeline outputs")
+    parser.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="*",
+        default=list(TRAIN_SIZES),
+        help="training set sizes for train's peak memory (none: skip)",
+    )
     args = parser.parse_args(argv)
     print(HEADER, flush=True)
     rows = run_bench(args.sizes, args.side, args.isize, args.workdir, keep=args.keep)
     print()
     print(format_table(rows))
     print(f"results: {Path(args.workdir).resolve() / 'results.json'}")
+    if args.train_sizes:
+        memory = run_train_memory(tuple(args.train_sizes), workdir=args.workdir)
+        print(json.dumps({"train_peak_rss_mib": by_size_and_cache(memory)}), flush=True)
     return 0
+
+
+def by_size_and_cache(rows: list[dict]) -> dict:
+    """``{"1000": {"none": MiB, "memory": MiB}, ...}``."""
+    table: dict = {}
+    for row in rows:
+        table.setdefault(str(row["images"]), {})[row["cache"]] = row["peak_rss_mib"]
+    return table
 
 
 if __name__ == "__main__":

@@ -63,6 +63,35 @@ def pipeline_run(tmp_path_factory, mlflow_uri, data_dir):
     return config, run_path
 
 
+@pytest.fixture(scope="session")
+def tiny_preprocessed(tmp_path_factory, mlflow_uri, data_dir):
+    """The tiny data ingested and preprocessed once: ``(config file, artifacts root)``.
+
+    ``train_run(root, name)`` gives each training test a run of its own over it.
+    """
+    from pipeline.cli import run_stage
+    from pipeline.core.config import dump_config
+
+    root = tmp_path_factory.mktemp("train-artifacts")
+    config = tiny_config()
+    path = root / "tiny.yaml"
+    path.write_text(dump_config(config))
+    for stage in ("ingest", "preprocess"):
+        run_stage(stage, config, "base", root / "base")
+    return path, root
+
+
+def train_run(root: Path, name: str) -> Path:
+    """A new run folder under ``root`` holding the tiny run's finished preprocess stage."""
+    import shutil
+
+    run_path = root / name
+    shutil.rmtree(run_path, ignore_errors=True)
+    run_path.mkdir()
+    shutil.copytree(root / "base" / "preprocess", run_path / "preprocess")
+    return run_path
+
+
 def pytest_collection_modifyitems(items):
     """Whatever needs the whole pipeline run is slow (``pytest -m "not slow"`` skips it)."""
     for item in items:

@@ -194,3 +194,26 @@ def test_flat_and_dump_round_trip(tmp_path):
     assert flat["train.epochs"] == 2 and flat["score.kind"] == "combined"
     path = _yaml(tmp_path, dump_config(config), "dumped.yaml")
     assert load_config(path).to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override, quoted",
+    [
+        ("train.on_nan=retry", "train.on_nan: 'retry' is not one of"),
+        ("train.strategy=tpu", "train.strategy: 'tpu' is not one of"),
+        ("train.cache=disk", "train.cache: 'disk' is not one of"),
+        ("train.patience=-1", "train.patience: -1 is negative"),
+        ("train.nan_restores=-2", "train.nan_restores: -2 is negative"),
+        ("train.checkpoint_every_steps=-5", "train.checkpoint_every_steps: -5 is negative"),
+        ("train.worker_timeout_s=0", "train.worker_timeout_s: 0.0 is not positive"),
+        ("train.mixed_precision=maybe", "train.mixed_precision"),
+    ],
+)
+def test_bad_training_settings_quote_the_value(override, quoted):
+    assert quoted in _error(None, [override])
+
+
+def test_training_settings_default_to_a_plain_single_process_run():
+    train = load_config(None).train
+    assert (train.on_nan, train.strategy, train.cache) == ("stop", "default", "auto")
+    assert (train.patience, train.checkpoint_every_steps, train.mixed_precision) == (0, 0, False)

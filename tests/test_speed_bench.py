@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.speed_bench import format_table, run_bench
+from pipeline.speed_bench import by_size_and_cache, format_table, run_bench, run_train_memory
 
 pytestmark = pytest.mark.slow
 
@@ -22,3 +22,14 @@ def test_run_bench_measures_ingest_and_preprocess(tmp_path):
     assert len(list(root.glob("ground_truth/*/*_mask.png"))) >= 1
     assert not (tmp_path / "artifacts" / "bench-n20-s96-i32").exists()  # removed without keep
     assert "preprocess" in format_table(rows)
+
+
+def test_run_train_memory_measures_training_peak_memory(tmp_path):
+    rows = run_train_memory((40,), isize=32, caches=("none",), workdir=tmp_path)
+
+    assert [(row["images"], row["cache"]) for row in rows] == [(40, "none")]
+    assert rows[0]["seconds"] > 0
+    assert rows[0]["peak_rss_mib"] > 100  # TensorFlow and a model were really loaded
+    assert json.loads((tmp_path / "train_memory.json").read_text()) == rows
+    assert not (tmp_path / "artifacts" / "bench-train-n40-none").exists()
+    assert by_size_and_cache(rows) == {"40": {"none": rows[0]["peak_rss_mib"]}}

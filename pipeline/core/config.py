@@ -25,6 +25,12 @@ from pipeline.core.errors import ConfigError
 LAYOUTS = ("mvtec", "ganomaly", "folders", "csv")
 # threshold.method: where the image decision threshold comes from.
 THRESHOLD_METHODS = ("f1", "quantile", "fixed")
+# train.on_nan: stop (exit 2) or roll back to the last good checkpoint with halved rates.
+ON_NAN = ("stop", "restore")
+# train.strategy: one process, all local GPUs, or a cluster described by TF_CONFIG.
+STRATEGIES = ("default", "mirrored", "multi_worker")
+# train.cache: auto keeps the training split in memory when it is small enough.
+CACHE_MODES = ("auto", "memory", "none")
 
 
 @dataclass
@@ -82,6 +88,14 @@ class TrainConfig:
     seed: int = 0
     augment: bool = False
     synthetic_anomalies: float = 0.0  # share of training images given a pasted anomaly
+    checkpoint_every_steps: int = 0  # also checkpoint every this many steps (0: each epoch only)
+    on_nan: str = "stop"  # one of ON_NAN: what a non-finite loss does
+    nan_restores: int = 3  # on_nan: restore rolls back at most this many times
+    patience: int = 0  # early stopping: epochs without a better val_con_loss (0: off)
+    strategy: str = "default"  # one of STRATEGIES (tf.distribute)
+    mixed_precision: bool = False  # mixed_float16 with loss scaling (GPU)
+    cache: str = "auto"  # one of CACHE_MODES: the training split in memory or streamed
+    worker_timeout_s: float = 300.0  # multi_worker: fail when the cluster is silent this long
 
 
 @dataclass
@@ -157,6 +171,9 @@ CHOICES = {
     "preprocess.roi": ROI_SHAPES,
     "score.kind": SCORE_KINDS,
     "threshold.method": THRESHOLD_METHODS,
+    "train.on_nan": ON_NAN,
+    "train.strategy": STRATEGIES,
+    "train.cache": CACHE_MODES,
 }
 
 
@@ -209,8 +226,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"data.val_abnormal_fraction: {config.data.val_abnormal_fraction} is not in [0, 1)"
         )
-    if config.train.epochs < 1 or config.train.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    _validate_train(config.train)
     if not 0.0 < config.threshold.quantile < 1.0:
         raise ConfigError(f"threshold.quantile: {config.threshold.quantile} is not in (0, 1)")
     if config.export.version < 0:
@@ -224,6 +240,16 @@ def _validate(config: Config) -> None:
             getattr(config, section).check()
         except ValueError as err:
             raise ConfigError(f"{section}.{err}") from None
+
+
+def _validate_train(train: TrainConfig) -> None:
+    if train.epochs < 1 or train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    for key in ("checkpoint_every_steps", "nan_restores", "patience"):
+        if getattr(train, key) < 0:
+            raise ConfigError(f"train.{key}: {getattr(train, key)!r} is negative")
+    if not train.worker_timeout_s > 0:
+        raise ConfigError(f"train.worker_timeout_s: {train.worker_timeout_s!r} is not positive")
 
 
 def check_source(config: Config) -> None:

@@ -11,3 +11,11 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """Bad or missing input files; the message names each file and its problem."""
+
+
+class ClusterError(PipelineError):
+    """A worker of a training cluster failed: this process's collectives are aborted for good.
+
+    The CLI prints the message and ends the process at once (exit 2), without the
+    interpreter's shutdown, which TensorFlow's aborted collectives can make noisy.
+    """

@@ -1,0 +1,106 @@
+"""The train stage's input: the training normals streamed from TFRecords, epoch by epoch.
+
+    data = TrainingData(config, preprocess_dir, replicas=1)
+    for batch in data.epoch(3, skip=5): ...   # epoch 3 from its 6th batch
+
+Each epoch's order, flips and synthetic anomalies are a pure function of
+``(train.seed, epoch)``, so a run resumed in the middle of an epoch sees the
+same batches as one never interrupted. ``train.cache``: ``memory`` keeps the
+decoded split in memory after the first epoch, ``none`` streams it from the
+TFRecords every epoch, ``auto`` keeps it when it takes at most
+``CACHE_AUTO_MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from models.anomalies import corrupt
+from pipeline.core import records
+from pipeline.core.config import Config
+
+SHUFFLE_BUFFER = 4096
+CACHE_AUTO_MAX_BYTES = 1 << 30  # train.cache: auto keeps a split of up to 1 GiB in memory
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 31-bit seed of its own for every ``(train.seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+
+
+def cache_in_memory(info: dict, split: str, mode: str) -> bool:
+    """Whether ``train.cache`` (``auto``, ``memory``, ``none``) keeps ``split`` in memory."""
+    if mode != "auto":
+        return mode == "memory"
+    spec = info["spec"]
+    size = info["splits"][split]["normal"] * spec["isize"] ** 2 * spec["channels"] * 4
+    return size <= CACHE_AUTO_MAX_BYTES
+
+
+def _flip(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """Random flips, stateless: seeded by the epoch's seed and the image's position."""
+
+    def flip(index, image):
+        seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
+        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+        return tf.image.stateless_random_flip_up_down(image, seeds[1])
+
+    return images.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _with_synthetic_anomalies(batches: tf.data.Dataset, share: float, seed: int):
+    """Batches become ``(corrupted, clean)``: the generator learns to repair."""
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    return tf.data.Dataset.zip(batches, seeds).map(
+        lambda images, pair: (corrupt(images, share, pair)[0], images),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
+    """Each worker of a cluster takes its share of every global batch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
+
+
+class TrainingData:
+    """The training and validation normals of a preprocess output.
+
+    Args:
+        config: the run's config (``train`` section).
+        preprocess_dir: the preprocess stage's folder.
+        replicas: replicas in sync; above 1 a last partial batch is dropped, so
+            no replica gets an empty one.
+    """
+
+    def __init__(self, config: Config, preprocess_dir: Path, replicas: int = 1):
+        self.options = config.train
+        info = records.read_info(preprocess_dir)
+        self.count = info["splits"]["train"]["normal"]
+        self.cached = cache_in_memory(info, "train", self.options.cache)
+        self._train = records.normal_images(preprocess_dir, "train")
+        if self.cached:
+            self._train = self._train.cache()
+        val = records.normal_images(preprocess_dir, "val")
+        if cache_in_memory(info, "val", self.options.cache):
+            val = val.cache()
+        self.val = val.batch(self.options.batch_size).prefetch(tf.data.AUTOTUNE)
+        self.drop_remainder = replicas > 1
+        batches = self.count / self.options.batch_size
+        self.steps_per_epoch = int(batches) if self.drop_remainder else math.ceil(batches)
+
+    def epoch(self, epoch: int, skip: int = 0) -> tf.data.Dataset:
+        """The batches of ``epoch`` (0-based) from the ``skip``-th on."""
+        options, seed = self.options, epoch_seed(self.options.seed, epoch)
+        images = self._train.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+        if options.augment:
+            images = _flip(images, seed)
+        batches = images.batch(options.batch_size, drop_remainder=self.drop_remainder)
+        if options.synthetic_anomalies > 0:
+            batches = _with_synthetic_anomalies(batches, options.synthetic_anomalies, seed)
+        return _sharded_by_data(batches.skip(skip).prefetch(tf.data.AUTOTUNE))
