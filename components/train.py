@@ -116,7 +116,7 @@ def _fresh_state(fp: str) -> dict:
     }
 
 
-def _step_function(model: GANomaly, strategy: tf.distribute.Strategy):
+def step_function(model: GANomaly, strategy: tf.distribute.Strategy):
     """One distributed training step; returns the step's losses, all replicas reduced."""
 
     @tf.function
@@ -151,7 +151,7 @@ class Trainer:
         self.fingerprint = fingerprint(config, preprocess_dir)
         self.state = _fresh_state(self.fingerprint)
         self.watchdog = distribute.Watchdog(config)
-        self._step = _step_function(self.model, self.strategy)
+        self._step = step_function(self.model, self.strategy)
         self._val_step = tf.function(self.model.evaluation_losses)
 
     # -- checkpoints ---------------------------------------------------------------

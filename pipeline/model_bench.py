@@ -3,10 +3,11 @@
     python -m pipeline.model_bench [--steps 12] [--rounds 3] [--threads 2]
 
 Measures, on random inputs with the paper's networks (nz 100, ngf = ndf 64, no
-extra layers, batch 64, float32) at 32x32x1 and 64x64x3: training images/s through
-``model.fit`` (warm-up excluded), generator inference images/s, the scorer's
-batch-1 latency, the training FLOPs per image counted from the layer shapes, and
-this CPU's float32 matmul rate (numpy), the practical limit. Prints one JSON
+extra layers, batch 64, float32) at 32x32x1 and 64x64x3: training images/s of the
+train stage's step (``components.train.step_function``, warm-up excluded),
+generator inference images/s, the scorer's batch-1 latency, the training FLOPs per
+image counted from the layer shapes, and this CPU's float32 matmul rate (numpy), the
+practical limit. Prints one JSON
 object, last on its output; each figure is the median of ``--rounds`` rounds.
 """
 
@@ -57,29 +58,21 @@ def _images(n: int, isize: int, channels: int):
 
 
 def train_img_s(isize: int, channels: int, steps: int) -> float:
-    """Images/s of ``model.fit``'s steps: the median step after three warm-up steps."""
-    import keras  # noqa: PLC0415
+    """Images/s of the train stage's own step: the median step after three warm-up steps."""
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    class StepTimes(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
+    from components.train import step_function  # noqa: PLC0415
 
-        def on_train_batch_begin(self, batch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.seconds.append(time.perf_counter() - self.started)
-
-    model, times = _model(isize, channels), StepTimes()
-    data = tf.data.Dataset.from_tensor_slices(_images(BATCH * 4, isize, channels))
-    data = data.repeat().batch(BATCH, drop_remainder=True)
-    model.fit(
-        data, epochs=1, steps_per_epoch=steps + 3, verbose=0, callbacks=[times], shuffle=False
-    )
-    return BATCH / float(np.median(times.seconds[3:]))
+    model = _model(isize, channels)
+    step = step_function(model, tf.distribute.get_strategy())
+    batch = tf.constant(_images(BATCH, isize, channels))
+    seconds = []
+    for _ in range(steps + 3):
+        start = time.perf_counter()
+        {name: float(value) for name, value in step(batch).items()}  # as the stage reads them
+        seconds.append(time.perf_counter() - start)
+    return BATCH / float(np.median(seconds[3:]))
 
 
 def infer_img_s(isize: int, channels: int, steps: int) -> float:
