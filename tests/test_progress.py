@@ -13,6 +13,14 @@ def test_progress_yields_everything_and_reports_every_tenth_in_a_log():
     assert "eta" not in lines[-1]  # done: nothing left to wait for
 
 
+def test_a_slow_loop_shows_its_rate_with_a_decimal(monkeypatch):
+    clock = iter([0.0, 4.0, 8.0])  # start, then one item every 4 s: 0.25/s
+    monkeypatch.setattr("pipeline.core.progress.time.time", lambda: next(clock))
+    stream = io.StringIO()
+    list(progress(range(2), 2, "[x]", stream=stream))
+    assert stream.getvalue().splitlines()[0] == "[x] 1/2 (50%, 0.2/s, eta 4 s)"
+
+
 def test_progress_of_nothing_prints_nothing():
     stream = io.StringIO()
     assert list(progress([], 0, "[x]", stream=stream)) == []

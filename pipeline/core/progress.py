@@ -30,7 +30,8 @@ def progress(items: Iterable[T], total: int, label: str, stream=None) -> Iterato
             rate = done / max(time.time() - start, 1e-9)
             end = "\r" if interactive and done < total else "\n"
             eta = f", eta {(total - done) / max(rate, 1e-9):.0f} s" if done < total else ""
-            stream.write(f"{label} {done}/{total} ({fraction:.0%}, {rate:.0f}/s{eta}){end}")
+            shown = f"{rate:.1f}" if rate < 10 else f"{rate:.0f}"  # slow loops: not "0/s"
+            stream.write(f"{label} {done}/{total} ({fraction:.0%}, {shown}/s{eta}){end}")
             stream.flush()
             while next_report <= fraction:
                 next_report += 0.1
