@@ -13,6 +13,7 @@ code), so loading it needs TensorFlow and pandas, not this project.
 from __future__ import annotations
 
 import base64
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -60,14 +61,11 @@ def log_and_register(version_dir: Path, card: dict) -> str:
         inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
         outputs=Schema([ColSpec("float", "score"), ColSpec("boolean", "is_anomaly")]),
     )
-    info = mlflow.pyfunc.log_model(
-        name=f"{name}-v{card['version']}",
-        python_model=Path(__file__),
-        artifacts={"saved_model": str(version_dir)},
-        pip_requirements=_REQUIREMENTS,
-        signature=signature,
-        registered_model_name=name,
-    )
+    with warnings.catch_warnings():
+        # Its advice to add an input example: one would make every export load and run
+        # the SavedModel once more; the signature above already says what goes in.
+        warnings.filterwarnings("ignore", message=".*input_example.*", category=UserWarning)
+        info = _log_model(name, version_dir, card, signature)
     version = str(info.registered_model_version)
     client = mlflow.tracking.MlflowClient()
     tags = {
@@ -80,6 +78,17 @@ def log_and_register(version_dir: Path, card: dict) -> str:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     return version
+
+
+def _log_model(name: str, version_dir: Path, card: dict, signature):
+    return mlflow.pyfunc.log_model(
+        name=f"{name}-v{card['version']}",
+        python_model=Path(__file__),
+        artifacts={"saved_model": str(version_dir)},
+        pip_requirements=_REQUIREMENTS,
+        signature=signature,
+        registered_model_name=name,
+    )
 
 
 mlflow.models.set_model(SavedModelPyfunc())
