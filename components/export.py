@@ -36,12 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from components.warmup import write_warmup_requests
-from models.serving import serving_archive
+from models.serving import ASSET_FILE, SIGNATURES, serving_archive
 from pipeline.core import artifacts, modeling, records
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 
-ASSET_FILE = "ganomaly.json"
 MODELS_CONFIG = "models.config"
 
 
@@ -93,7 +92,7 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def models_config(out: Path) -> str:
-    """TF Serving's ``--model_config_file``: every model folder, all its versions served."""
+    """TF Serving's ``--model_config_file``: every model folder, its newest version served."""
     entries = []
     for model_dir in sorted(p for p in out.iterdir() if existing_versions(p)):
         entries.append(
@@ -129,7 +128,7 @@ def model_card(config: Config, spec: dict, scoring: dict, metrics: dict, **prove
             "min_mean": config.evaluate.min_region_mean,
         },
         "test_metrics": metrics,
-        "signatures": ["serving_default", "serving_bytes"],
+        "signatures": list(SIGNATURES),
     }
 
 

@@ -37,7 +37,7 @@ import tensorflow as tf
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from components.sources.layouts import IMAGE_EXTENSIONS
-from models.decoding import decode_bytes
+from models.decoding import decode_bytes, error_sentence
 from pipeline.core.errors import DataError
 
 _FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "MPO": (".jpg", ".jpeg")}
@@ -177,7 +177,7 @@ def _decode(path: Path, data: bytes, channels: int, kind: str = "image") -> np.n
     try:
         return decode_bytes(data, channels)
     except tf.errors.InvalidArgumentError as err:
-        reason = err.message.strip().splitlines()[0]
+        reason = error_sentence(err)
         raise BadFile(path, f"cannot decode {kind}: truncated or corrupt ({reason})") from None
 
 

@@ -79,6 +79,15 @@ def _content_box(size: tuple[int, int], s: int, resize: str) -> tuple[tuple, tup
     return tuple(tuple(int(v) for v in box) for box in boxes)
 
 
+def region_rules(min_area: int, max_area: int, min_mean: float) -> dict:
+    """``find_regions``' keyword rules from the config's values (0 means no limit).
+
+    The evaluate stage and ``ganomaly predict`` (from the export's model card) both call
+    this, so a served model boxes the same regions as the report.
+    """
+    return {"min_area": min_area, "max_area": max_area or None, "min_mean": min_mean or None}
+
+
 def full_size(amap: np.ndarray, size: tuple[int, int], resize: str = "squash", nearest=False):
     """An ``[s, s]`` map (or ROI, with ``nearest``) on the original ``(H, W)`` image grid.
 
@@ -131,11 +140,11 @@ def localize(test: dict, threshold: float, evaluate_config, *, resize: str = "sq
         region have no row.
 
     """
-    rules = {
-        "min_area": evaluate_config.min_region_area,
-        "max_area": evaluate_config.max_region_area or None,
-        "min_mean": evaluate_config.min_region_mean or None,
-    }
+    rules = region_rules(
+        evaluate_config.min_region_area,
+        evaluate_config.max_region_area,
+        evaluate_config.min_region_mean,
+    )
     rows = []
     for i, path in enumerate(test["path"]):
         for k, r in enumerate(_image_regions(test, i, threshold, rules, resize)):

@@ -23,6 +23,8 @@ training and in serving. What it reads, and how:
 
 from __future__ import annotations
 
+import re
+
 import tensorflow as tf
 
 # Magic numbers: the first bytes of each decodable format.
@@ -204,6 +206,24 @@ def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     image = tf.switch_case(tf.where(kind < 0, len(FORMATS), kind), branches)
     image = to_channels(_composite_alpha(image), channels)
     return tf.ensure_shape(image, [None, None, channels])
+
+
+def error_sentence(error: tf.errors.InvalidArgumentError) -> str:
+    """The one sentence of a refused decode or request, without TensorFlow's node details.
+
+    TensorFlow puts the op's message on the line before ``[[{{node ...}}]]``, after a
+    stack trace when one is known. ``"assertion failed: [...; got shape] [1 8 8 3]"``
+    becomes ``"...; got shape 1 8 8 3"``; a decoder's own error (``"Invalid PNG data,
+    size 50"``) is kept as it is.
+    """
+    lines = [line.strip() for line in error.message.splitlines()]
+    end = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
+    message = [line for line in lines[:end] if line]
+    if not message:
+        return error.message.strip()
+    line = message[-1] if end < len(lines) else message[0]
+    line = line.removeprefix("assertion failed: ")
+    return re.sub(r"\]\s*\[", " ", line).strip("[]")
 
 
 @tf.function(reduce_retracing=True)

@@ -14,12 +14,10 @@ runs none of this project's Python):
 Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
 float32 ``[N, isize, isize]`` (zero outside the region of interest), and both take an
 empty batch. A bad request fails with ``InvalidArgument`` and one sentence naming the
-problem and what is expected (``request_error`` extracts it from the error text).
+problem and what is expected (``models.decoding.error_sentence`` extracts it).
 """
 
 from __future__ import annotations
-
-import re
 
 import keras
 import tensorflow as tf
@@ -28,6 +26,8 @@ from models.decoding import decode
 from models.preprocessing import preprocess
 
 SIGNATURES = ("serving_default", "serving_bytes")
+# The model card beside the graph in ``assets/``: what ``ganomaly predict`` reads.
+ASSET_FILE = "ganomaly.json"
 PIXEL_RANGE = (0.0, 255.0)
 
 
@@ -83,24 +83,6 @@ def _decode_one(encoded: tf.Tensor, index: tf.Tensor, channels: int) -> tf.Tenso
         encoded, tf.strings.length(encoded) > 0, "encoded file is an empty string: at index", index
     )
     return tf.cast(decode(encoded, channels), tf.float32)[None]
-
-
-def request_error(error: tf.errors.InvalidArgumentError) -> str:
-    """The one sentence of a refused request, without TensorFlow's node details.
-
-    ``"assertion failed: [...; got shape] [1 8 8 3]"`` becomes ``"...; got shape 1 8 8 3"``; a
-    decoder's own error (``"Invalid PNG data, size 50"``) is kept as it is.
-    """
-    for line in error.message.splitlines():
-        line = line.strip()
-        if not line or line.startswith(_TENSORFLOW_NOISE):
-            continue
-        line = line.removeprefix("assertion failed: ")
-        return re.sub(r"\]\s*\[", " ", line).strip("[]")
-    return error.message.strip()
-
-
-_TENSORFLOW_NOISE = ("Graph execution error", "Detected at node", "<stack trace", "[[")
 
 
 def serving_functions(scorer, spec: dict, threshold: float) -> dict:

@@ -147,11 +147,12 @@ def cpu_matmul_gflop_s(size: int = 2048, repeats: int = 5) -> float:
 
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
     a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    best = min(timed(lambda: a @ a) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
+    """Seconds one call of ``fn`` takes."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-ASSET_FILE = "ganomaly.json"
 PREDICTION_COLUMNS = ["path", "score", "is_anomaly", "regions", "boxes"]
 
 
@@ -76,6 +75,8 @@ class Predictor:
     def __init__(self, version_dir: Path):
         import tensorflow as tf  # noqa: PLC0415 - after argument errors, not before
 
+        from models.serving import ASSET_FILE  # noqa: PLC0415
+
         self.tf = tf
         self.card = json.loads((version_dir / "assets" / ASSET_FILE).read_text())
         self.serve = tf.saved_model.load(str(version_dir)).signatures["serving_bytes"]
@@ -86,24 +87,18 @@ class Predictor:
 
     def regions(self, amap, size: tuple[int, int]):
         """Regions of one ``[isize, isize]`` map, in the original ``(H, W)`` pixels."""
-        from components.localize import full_size  # noqa: PLC0415
+        from components.localize import full_size, region_rules  # noqa: PLC0415
         from models.regions import find_regions  # noqa: PLC0415
 
-        rules = self.card["regions"]
+        rules = region_rules(**self.card["regions"])
         full = full_size(amap, size, self.card["preprocess"]["resize"])
-        found = find_regions(
-            full,
-            self.card["pixel_threshold"],
-            min_area=rules["min_area"],
-            max_area=rules["max_area"] or None,
-            min_mean=rules["min_mean"] or None,
-        )
+        found = find_regions(full, self.card["pixel_threshold"], **rules)
         return full, found
 
 
 def _score_batch(predictor: Predictor, batch: list[tuple[Path, bytes]], errors: list) -> list:
     """``(path, bytes, outputs of one image)`` for each file the model scores."""
-    from models.serving import request_error  # noqa: PLC0415
+    from models.decoding import error_sentence  # noqa: PLC0415
 
     try:
         out = predictor.score([data for _, data in batch])
@@ -112,7 +107,7 @@ def _score_batch(predictor: Predictor, batch: list[tuple[Path, bytes]], errors: 
         ]
     except predictor.tf.errors.InvalidArgumentError as err:
         if len(batch) == 1:
-            errors.append((str(batch[0][0]), request_error(err)))
+            errors.append((str(batch[0][0]), error_sentence(err)))
             return []
     # A refused batch: score file by file, so only the bad ones are set aside.
     return [row for item in batch for row in _score_batch(predictor, [item], errors)]

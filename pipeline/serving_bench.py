@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.model_bench import timed
+
 BATCH = 64
 PREDICT_IMAGES = 64
 
@@ -75,14 +77,8 @@ def _latencies_ms(call, repeats: int) -> tuple[float, float]:
 
 def _images_per_s(call, n: int, repeats: int = 3) -> float:
     call()
-    best = min(_timed(call) for _ in range(repeats))
+    best = min(timed(call) for _ in range(repeats))
     return n / best
-
-
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def measure(config, repeats: int) -> dict:

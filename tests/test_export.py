@@ -21,7 +21,7 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # make setup installs it
 
 from components import export
-from models.serving import request_error
+from models.decoding import error_sentence
 from pipeline.cli import run_stage
 from pipeline.core import modeling, records
 from pipeline.core.errors import PipelineError
@@ -132,8 +132,8 @@ def test_a_bad_image_request_is_one_sentence_and_the_next_is_served(served, case
     array, sentence = BAD_IMAGES[case]
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
         served["serving_default"](images=tf.constant(array, tf.float32))
-    assert request_error(refused.value).startswith(sentence)
-    assert "\n" not in request_error(refused.value)
+    assert error_sentence(refused.value).startswith(sentence)
+    assert "\n" not in error_sentence(refused.value)
     good = served["serving_default"](images=tf.fill([1, 8, 8, 1], 128.0))
     assert np.isfinite(good["score"].numpy()).all()
 
@@ -152,7 +152,7 @@ def test_a_bad_file_request_is_one_sentence_and_the_next_is_served(served, case)
     good = FILES["png_grey"]()
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
         served["serving_bytes"](encoded=tf.constant([good, data]))
-    assert request_error(refused.value).startswith(sentence)
+    assert error_sentence(refused.value).startswith(sentence)
     assert served["serving_bytes"](encoded=tf.constant([good]))["score"].shape == (1,)
 
 
