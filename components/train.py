@@ -7,7 +7,11 @@ Reads ``artifacts/<run>/preprocess/`` (the train and val splits).
 Writes ``artifacts/<run>/train/``:
 - ``model.weights.h5``: the weights of the epoch with the lowest validation
   reconstruction loss (``val_con_loss``, on validation normals only; the
-  test split is never looked at).
+  test split is never looked at). With a defect head: the lowest
+  ``val_head_loss``, the head's loss on synthetic anomalies pasted onto the
+  validation normals with a fixed seed (still no real defect).
+- ``synthetic_anomalies.png`` (with ``train.synthetic_anomalies``): each kind of
+  synthetic anomaly on a training image, and its mask, for a person to check.
 - ``checkpoints/last.weights.h5``: the weights of the last epoch.
 - ``model.json``: the model's ``get_config()`` (networks only; scoring is evaluate's).
 - ``train.json``: training seconds, the best epoch and its ``val_con_loss``.
@@ -34,6 +38,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tensorflow.python.framework import config as tf_config
 
 from components import distribute
@@ -45,8 +50,8 @@ from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 
 SELECTION_METRIC = "val_con_loss"
-# The loss terms, in the order a non-finite one is named (the parts before the sums).
-LOSS_TERMS = ("con_loss", "enc_loss", "adv_loss", "d_loss", "g_loss")
+HEAD_SELECTION_METRIC = "val_head_loss"
+GALLERY_FILE = "synthetic_anomalies.png"
 PARTIAL = "train.partial"
 # Train settings a checkpoint does not depend on: a run may resume with other values.
 RESUMABLE_KEYS = (
@@ -85,6 +90,7 @@ def compiled_model(config: Config) -> GANomaly:
         w_adv=options.w_adv,
         w_con=options.w_con,
         w_enc=options.w_enc,
+        h_optimizer=adam() if model.head is not None else None,
     )
     model.build_optimizers()
     return model
@@ -99,13 +105,18 @@ def fingerprint(config: Config, preprocess_dir: Path) -> str:
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _fresh_state(fp: str) -> dict:
+def selection_metric(model: GANomaly) -> str:
+    """The validation loss the best epoch is chosen on: the head's when there is one."""
+    return SELECTION_METRIC if model.head is None else HEAD_SELECTION_METRIC
+
+
+def _fresh_state(fp: str, terms: list[str]) -> dict:
     return {
         "fingerprint": fp,
         "epoch": 0,  # epochs finished
         "step": 0,  # steps finished in the current epoch
         "global_step": 0,
-        "sums": dict.fromkeys((*LOSS_TERMS, "d_reinit"), 0.0),
+        "sums": dict.fromkeys(terms, 0.0),
         "history": [],
         "best": None,
         "best_epoch": 0,
@@ -149,7 +160,9 @@ class Trainer:
         self.data = TrainingData(config, preprocess_dir, self.strategy.num_replicas_in_sync)
         self.store = CheckpointStore(Path(preprocess_dir).parent / PARTIAL)
         self.fingerprint = fingerprint(config, preprocess_dir)
-        self.state = _fresh_state(self.fingerprint)
+        self.loss_terms = [m.name for m in self.model.metrics if m.name != "d_reinit"]
+        self.selection_metric = selection_metric(self.model)
+        self.state = _fresh_state(self.fingerprint, [*self.loss_terms, "d_reinit"])
         self.watchdog = distribute.Watchdog(config)
         self._step = step_function(self.model, self.strategy)
         self._val_step = tf.function(self.model.evaluation_losses)
@@ -232,7 +245,7 @@ class Trainer:
             self._end_epoch(images, time.perf_counter() - started)
         if self._stopped_early():
             print(
-                f"[train] early stop after epoch {self.state['epoch']}: {SELECTION_METRIC} "
+                f"[train] early stop after epoch {self.state['epoch']}: {self.selection_metric} "
                 f"no better for {self.options.patience} epochs (train.patience)",
                 flush=True,
             )
@@ -256,7 +269,7 @@ class Trainer:
         return min(steps * self.options.batch_size, self.data.count)
 
     def _check_finite(self, values: dict) -> None:
-        for term in LOSS_TERMS:
+        for term in self.loss_terms:
             if not math.isfinite(values[term]):
                 raise NonFiniteLoss(
                     self.state["epoch"] + 1, self.state["step"] + 1, term, values[term]
@@ -264,9 +277,9 @@ class Trainer:
 
     def validate(self) -> dict:
         """The loss terms on the validation normals, averaged over images."""
-        totals, count = dict.fromkeys(LOSS_TERMS, 0.0), 0
+        totals, count = dict.fromkeys(self.loss_terms, 0.0), 0
         for batch in self.data.val:
-            size = int(batch.shape[0])
+            size = int(tf.nest.flatten(batch)[0].shape[0])
             for name, value in self._val_step(batch).items():
                 totals[name] += float(value) * size
             count += size
@@ -289,10 +302,10 @@ class Trainer:
 
     def _keep_best(self, row: dict) -> None:
         state = self.state
-        if state["best"] is not None and not row[SELECTION_METRIC] < state["best"]:
+        if state["best"] is not None and not row[self.selection_metric] < state["best"]:
             state["stale_epochs"] += 1
             return
-        state.update(best=row[SELECTION_METRIC], best_epoch=state["epoch"] + 1, stale_epochs=0)
+        state.update(best=row[self.selection_metric], best_epoch=state["epoch"] + 1, stale_epochs=0)
         if self.chief:
             self.store.root.mkdir(parents=True, exist_ok=True)
             tmp = self.store.root / ".best-tmp.weights.h5"
@@ -303,7 +316,7 @@ class Trainer:
         epoch = self.state["epoch"]
         print(
             f"[train] epoch {epoch}/{self.options.epochs}: g_loss {row['g_loss']:.4f} "
-            f"d_loss {row['d_loss']:.4f} {SELECTION_METRIC} {row[SELECTION_METRIC]:.4f}",
+            f"d_loss {row['d_loss']:.4f} {self.selection_metric} {row[self.selection_metric]:.4f}",
             flush=True,
         )
         if self.chief:
@@ -320,7 +333,7 @@ class Trainer:
         lr_scale = self.state["lr_scale"] / 2
         self._load(loaded.path, loaded.state)
         self.state.update(lr_scale=lr_scale, nan_restores=restores + 1)
-        for optimizer in (self.model.g_optimizer, self.model.d_optimizer):
+        for optimizer in self.model.optimizers:
             optimizer.learning_rate.assign(self.options.lr * lr_scale)
         print(
             f"[train] {err}: rolled back to {loaded.path.name} (epoch {self.state['epoch'] + 1}, "
@@ -356,12 +369,17 @@ class Trainer:
         summary = {
             "train_seconds": state["train_seconds"],
             "best_epoch": state["best_epoch"],
-            f"best_{SELECTION_METRIC}": state["best"],
+            f"best_{self.selection_metric}": state["best"],
             "epochs_run": state["epoch"],
             "stopped_early": self._stopped_early(),
             "nan_restores": state["nan_restores"],
         }
         (out / "model.json").write_text(json.dumps(self.model.get_config(), indent=2))
+        if self.options.synthetic_anomalies > 0:
+            picture = self.data.gallery()
+            Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(
+                out / GALLERY_FILE
+            )
         (out / "train.json").write_text(json.dumps(summary, indent=2))
         return summary
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from models.anomalies import corrupt
+from models.anomalies import KINDS, corrupt, gallery
 from pipeline.core import records
 from pipeline.core.config import Config
 
@@ -52,13 +52,19 @@ def _flip(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     return images.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+# The validation normals' synthetic anomalies are the same at every epoch: this seed.
+VAL_ANOMALY_SEED = 20181202
+
+
 def _with_synthetic_anomalies(batches: tf.data.Dataset, share: float, seed: int):
-    """Batches become ``(corrupted, clean)``: the generator learns to repair."""
+    """Batches become ``(corrupted, clean, masks)``: repair and defect-head training."""
+
+    def corrupted(images, pair):
+        inputs, masks = corrupt(images, share, pair)
+        return inputs, images, masks
+
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    return tf.data.Dataset.zip(batches, seeds).map(
-        lambda images, pair: (corrupt(images, share, pair)[0], images),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    return tf.data.Dataset.zip(batches, seeds).map(corrupted, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
@@ -89,10 +95,20 @@ class TrainingData:
         val = records.normal_images(preprocess_dir, "val")
         if cache_in_memory(info, "val", self.options.cache):
             val = val.cache()
-        self.val = val.batch(self.options.batch_size).prefetch(tf.data.AUTOTUNE)
+        self.val = val.batch(self.options.batch_size)
+        if config.model.defect_head:
+            # The head's validation loss: the same synthetic anomalies every epoch.
+            share = self.options.synthetic_anomalies
+            self.val = _with_synthetic_anomalies(self.val, share, VAL_ANOMALY_SEED)
+        self.val = self.val.prefetch(tf.data.AUTOTUNE)
         self.drop_remainder = replicas > 1
         batches = self.count / self.options.batch_size
         self.steps_per_epoch = int(batches) if self.drop_remainder else math.ceil(batches)
+
+    def gallery(self) -> np.ndarray:
+        """``uint8 [H, W, C]``: each synthetic anomaly kind on the first training images."""
+        images = next(iter(self._train.batch(len(KINDS))))
+        return gallery(images, tf.constant([self.options.seed, 0], tf.int64)).numpy()
 
     def epoch(self, epoch: int, skip: int = 0) -> tf.data.Dataset:
         """The batches of ``epoch`` (0-based) from the ``skip``-th on."""

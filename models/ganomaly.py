@@ -3,12 +3,15 @@
     model = GANomaly(isize=64, channels=1)
     model.compile(g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
                   d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5))
-    model.fit(normal_images, epochs=15)
+    model.fit(normal_images, epochs=15)   # or (corrupted, clean[, masks]) batches
     scorer = Scorer(model, ScoreOptions())   # scoring lives apart: models/scorer.py
 
 Akcay et al., "GANomaly: Semi-Supervised Anomaly Detection via Adversarial
 Training", ACCV 2018: a generator encoder1 -> decoder -> encoder2 and a
-discriminator, trained on normal images only.
+discriminator, trained on normal images only. With ``options.defect_head`` a
+third network, a small U-Net, learns per-pixel defect probabilities from the
+synthetic anomalies of ``models.anomalies`` (as DRAEM's discriminative network
+does), reading the image and its reconstruction: still normal images only.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ import tensorflow as tf
 from keras import ops
 
 from models import losses
-from models.networks import build_discriminator, build_generator, float32_outputs
+from models.networks import (
+    build_defect_head,
+    build_discriminator,
+    build_generator,
+    float32_outputs,
+)
 from models.options import ModelOptions, as_dict, from_dict
 
 # The discriminator is re-initialised when its loss collapses below this,
 # as in the original code: a perfect discriminator gives no useful gradient.
 D_COLLAPSE_LOSS = 1e-5
+# A pixel is a defect for the head where the synthetic anomaly's mask is at least this.
+HEAD_TARGET_LEVEL = 0.3
 
 
 @keras.saving.register_keras_serializable(package="ganomaly")
@@ -34,7 +44,8 @@ class GANomaly(keras.Model):
         isize: image side, a multiple of 16 of at least 32.
         channels: 1 (grayscale) or 3 (RGB).
         options: the networks' sizes, a ``ModelOptions`` or its dict
-            (``nz``, ``ngf``, ``ndf``, ``extra_layers``, ``skip_connections``).
+            (``nz``, ``ngf``, ``ndf``, ``extra_layers``, ``skip_connections``,
+            ``defect_head``, ``head_filters``).
         seed: seeds the discriminator's re-initialisation.
     """
 
@@ -59,11 +70,12 @@ class GANomaly(keras.Model):
             isize, channels, o.nz, o.ngf, o.extra_layers, skip_connections=o.skip_connections
         )
         self.discriminator = build_discriminator(isize, channels, o.ndf, o.extra_layers)
+        self.head = build_defect_head(isize, channels, o.head_filters) if o.defect_head else None
         self._reinit_seed = keras.random.SeedGenerator(seed)
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss")
-        }
+        names = ["g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"]
+        if self.head is not None:
+            names.append("head_loss")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.d_reinit_tracker = keras.metrics.Sum(name="d_reinit")
         # The sub-networks are functional and built at construction.
         self.built = True
@@ -82,32 +94,51 @@ class GANomaly(keras.Model):
         w_adv: float = 1.0,
         w_con: float = 50.0,
         w_enc: float = 1.0,
+        h_optimizer: keras.optimizers.Optimizer | None = None,
         **kwargs,
     ) -> None:
-        """Sets one optimizer per network and the generator's loss weights."""
+        """Sets one optimizer per network and the generator's loss weights.
+
+        ``h_optimizer`` trains the defect head; required when the model has one.
+        """
+        if (self.head is None) != (h_optimizer is None):
+            raise ValueError(
+                f"h_optimizer must be given exactly when the model has a defect head "
+                f"(defect_head={self.options.defect_head!r}), got {h_optimizer!r}"
+            )
         # Keras tracks the optimizer passed here (saving, iterations): the generator's.
         super().compile(optimizer=g_optimizer, **kwargs)
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.g_optimizer, self.d_optimizer, self.h_optimizer = g_optimizer, d_optimizer, h_optimizer
         self.w_adv, self.w_con, self.w_enc = w_adv, w_con, w_enc
 
+    @property
+    def optimizers(self) -> list:
+        """The optimizer of each trained network: generator, discriminator (, head)."""
+        found = [self.g_optimizer, self.d_optimizer, self.h_optimizer]
+        return [optimizer for optimizer in found if optimizer is not None]
+
     def build_optimizers(self) -> None:
-        """Creates both optimizers' variables now (a distributed step cannot create them)."""
+        """Creates the optimizers' variables now (a distributed step cannot create them)."""
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
+        if self.head is not None:
+            self.h_optimizer.build(self.head.trainable_variables)
 
     @property
     def training_state(self) -> list:
         """Every variable training changes, in a fixed order: what a checkpoint holds.
 
-        Both networks (BN statistics included), both optimizers (step counts,
+        The networks (BN statistics included), their optimizers (step counts,
         learning rates, moments, loss scales) and the re-initialisation seed.
         """
+        head = [] if self.head is None else [*self.head.variables, *self.h_optimizer.variables]
         return [
             *self.generator.variables,
             *self.discriminator.variables,
             self._reinit_seed.state,
             *self.g_optimizer.variables,
             *self.d_optimizer.variables,
+            *head,
         ]
 
     @property
@@ -143,13 +174,25 @@ class GANomaly(keras.Model):
 
     @staticmethod
     def _unpack(data):
-        """``images`` or ``(inputs, targets)``: inputs may carry synthetic anomalies."""
-        if isinstance(data, (tuple, list)):
-            return (data[0], data[1]) if len(data) > 1 else (data[0], data[0])
-        return data, data
+        """``images``, ``(inputs, targets)`` or ``(inputs, targets, masks)``.
+
+        Inputs may carry synthetic anomalies, whose ``masks [B, H, W, 1]`` train the
+        defect head; without masks the inputs are taken as free of defects.
+        """
+        if not isinstance(data, (tuple, list)):
+            data = (data,)
+        inputs = data[0]
+        targets = data[1] if len(data) > 1 else inputs
+        masks = data[2] if len(data) > 2 else ops.zeros_like(inputs[..., :1])
+        return inputs, targets, masks
+
+    def _head_loss(self, inputs, reconstruction, masks, training: bool):
+        logits = ops.cast(self.head([inputs, reconstruction], training=training), "float32")
+        target = ops.cast(masks[..., 0] >= HEAD_TARGET_LEVEL, "float32")
+        return losses.segmentation_loss(target, logits)
 
     def train_step(self, data):
-        inputs, images = self._unpack(data)
+        inputs, images, masks = self._unpack(data)
         # Under a tf.distribute strategy the optimizers sum the replicas' gradients:
         # each replica's mean loss is divided by their number (the global batch's mean).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -168,6 +211,15 @@ class GANomaly(keras.Model):
             d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
         d_weights = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_weights), d_weights))
+
+        # Defect head: find the synthetic anomalies next to the (fixed) reconstruction.
+        if self.head is not None:
+            with tf.GradientTape() as h_tape:
+                g["head_loss"] = self._head_loss(inputs, reconstruction, masks, training=True)
+                h_scaled = self.h_optimizer.scale_loss(g["head_loss"] / replicas)
+            h_weights = self.head.trainable_weights
+            h_grads = h_tape.gradient(h_scaled, h_weights)
+            self.h_optimizer.apply_gradients(zip(h_grads, h_weights))
 
         reinit = self._reinitialize_if_collapsed(d_loss)
         return self._update_trackers(g, d_loss, reinit)
@@ -196,17 +248,23 @@ class GANomaly(keras.Model):
         """The loss terms of one batch in inference mode; updates no state.
 
         Returns:
-            ``{"g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"}``, scalars.
+            ``{"g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"}`` (and
+            ``"head_loss"`` with a defect head), scalars.
         """
-        inputs, images = self._unpack(data)
-        g = self._generator_losses(inputs, images, training=False)
-        d_loss = self._discriminator_loss(images, g.pop("reconstruction"), training=False)
+        g, d_loss = self._inference_losses(data)
+        g.pop("reconstruction")
         return {**g, "d_loss": d_loss}
 
-    def test_step(self, data):
-        inputs, images = self._unpack(data)
+    def _inference_losses(self, data):
+        inputs, images, masks = self._unpack(data)
         g = self._generator_losses(inputs, images, training=False)
         d_loss = self._discriminator_loss(images, g["reconstruction"], training=False)
+        if self.head is not None:
+            g["head_loss"] = self._head_loss(inputs, g["reconstruction"], masks, training=False)
+        return g, d_loss
+
+    def test_step(self, data):
+        g, d_loss = self._inference_losses(data)
         return self._update_trackers(g, d_loss, tf.constant(0.0))
 
     def _update_trackers(self, g: dict, d_loss, reinit) -> dict:

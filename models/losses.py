@@ -40,3 +40,21 @@ def _bce_with_logits(logits, target: float):
 def discriminator_loss(real_logits, fake_logits):
     """Binary cross-entropy, real -> 1 and reconstruction -> 0, averaged."""
     return 0.5 * (_bce_with_logits(real_logits, 1.0) + _bce_with_logits(fake_logits, 0.0))
+
+
+def segmentation_loss(masks, logits):
+    """The defect head's loss: per-pixel BCE plus soft Dice over the whole batch.
+
+    Defect pixels are few: the BCE alone would be content to say "no defect"
+    everywhere, the Dice term (taken over the batch, so a batch of normal images
+    does not divide by zero) rewards finding them.
+
+    Args:
+        masks: ``[B, H, W]`` targets in {0, 1}.
+        logits: ``[B, H, W]`` the head's logits.
+    """
+    bce = ops.mean(ops.binary_crossentropy(masks, logits, from_logits=True))
+    probability = ops.sigmoid(logits)
+    overlap = ops.sum(probability * masks)
+    dice = (2.0 * overlap + 1.0) / (ops.sum(probability) + ops.sum(masks) + 1.0)
+    return bce + (1.0 - dice)

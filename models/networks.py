@@ -204,3 +204,36 @@ def build_discriminator(
     logit = layers.Flatten()(_conv(1, bottleneck_size(isize), 1, "valid")(features))
     logit = layers.Reshape(())(logit)
     return keras.Model(image, [logit, features, early], name="discriminator")
+
+
+def _head_block(x, filters: int):
+    for _ in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization(**_BN_KWARGS)(x))
+    return x
+
+
+def build_defect_head(isize: int, channels: int, filters: int = 16, levels: int = 3) -> keras.Model:
+    """(image, reconstruction) -> per-pixel defect logit ``[B, isize, isize]``: a small U-Net.
+
+    It reads the image, its reconstruction and their difference (as DRAEM's
+    discriminative network reads image and reconstruction), so it can learn which
+    differences are defects and which are the generator's usual blur.
+    """
+    _check_isize(isize)
+    image = keras.Input((isize, isize, channels))
+    reconstruction = keras.Input((isize, isize, channels))
+    difference = layers.Subtract()([image, reconstruction])
+    x = layers.Concatenate()([image, reconstruction, difference])
+    skips = []
+    for level in range(levels):
+        x = _head_block(x, filters * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _head_block(x, filters * 2**levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D(interpolation="bilinear")(x)
+        x = _head_block(layers.Concatenate()([x, skips[level]]), filters * 2**level)
+    logit = layers.Conv2D(1, 1, dtype="float32")(x)
+    logit = layers.Reshape((isize, isize))(logit)
+    return keras.Model([image, reconstruction], logit, name="defect_head")

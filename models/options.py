@@ -15,7 +15,15 @@ import dataclasses
 from dataclasses import dataclass
 
 # score.kind: how an image is scored (models.scoring describes each).
-SCORE_KINDS = ("latent", "residual", "ssim", "combined", "discriminator")
+SCORE_KINDS = (
+    "latent",
+    "residual",
+    "ssim",
+    "combined",
+    "discriminator",
+    "head",
+    "head_residual",
+)
 # The standardised maps each score kind needs; ``latent`` shows the residual map.
 MAPS_OF_KIND = {
     "latent": ("residual",),
@@ -23,6 +31,8 @@ MAPS_OF_KIND = {
     "ssim": ("ssim",),
     "combined": ("residual", "ssim"),
     "discriminator": ("discriminator",),
+    "head": ("head",),
+    "head_residual": ("head", "residual"),
 }
 # preprocess.resize: how an image is brought to the model's square input.
 RESIZE_MODES = ("squash", "letterbox", "center_crop")
@@ -39,10 +49,12 @@ class ModelOptions:
     ndf: int = 64
     extra_layers: int = 0
     skip_connections: bool = False  # U-Net skips encoder1 -> decoder (Skip-GANomaly)
+    defect_head: bool = False  # a U-Net learns defects from synthetic anomalies (score.kind head)
+    head_filters: int = 16  # the defect head's first width (doubled at each of 3 levels)
 
     def check(self) -> None:
         """Raises ValueError, quoting the bad value, for options no network can have."""
-        for name in ("nz", "ngf", "ndf"):
+        for name in ("nz", "ngf", "ndf", "head_filters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.extra_layers < 0:

@@ -9,7 +9,7 @@ The GANomaly trains; the scorer reads its networks and holds the frozen
 statistics of the validation normals for the one score kind in use. A score
 change therefore never touches the trained weights, and a new map kind never
 makes a weights file unloadable. Only the maps the kind needs are computed,
-and the discriminator is kept only when the kind reads it.
+and the discriminator (or the defect head) is kept only when the kind reads it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ class Scorer(keras.layers.Layer):
         self.map_kinds = self.options.map_kinds
         self.generator = model.generator
         self.discriminator = model.discriminator if "discriminator" in self.map_kinds else None
+        self.head = model.head if "head" in self.map_kinds else None
+        if "head" in self.map_kinds and model.head is None:
+            raise ValueError(
+                f"score kind {self.options.kind!r} needs a model trained with a defect head "
+                "(model.defect_head: true)"
+            )
         # Standardisation from validation normals: each map of the kind (per
         # pixel or global), then the [latent, map] image scores.
         map_shape = (len(self.map_kinds), self.isize, self.isize)
@@ -86,6 +92,9 @@ class Scorer(keras.layers.Layer):
             raw["discriminator"] = scoring.feature_map(
                 image_features, reconstruction_features, self.isize, sigma
             )
+        if self.head is not None:
+            logits = ops.cast(self.head([images, reconstruction], training=False), "float32")
+            raw["head"] = scoring.head_map(logits, sigma)
         return raw
 
     def _standardized(self, raw: dict) -> dict:

@@ -17,6 +17,9 @@ Kinds (``score.kind``):
 - ``discriminator``: the residual between the discriminator's first feature
   maps (half the image side) of the image and of its reconstruction,
   channel-mean, upsampled and smoothed: a learned, texture-aware residual.
+- ``head``: the defect head's logit map (``model.defect_head``), smoothed: what a
+  network trained on synthetic anomalies takes for a defect.
+- ``head_residual``: the mean of the standardised head and residual maps.
 
 Maps are standardised per pixel position (or globally) and image scores
 standardised with statistics of the validation normals that the scorer
@@ -88,6 +91,17 @@ def feature_map(features, reconstruction_features, size: int, sigma: float):
     return difference[..., 0]
 
 
+def head_map(logits, sigma: float):
+    """``[B, H, W] -> [B, H, W]``: the defect head's logits, smoothed.
+
+    Logits rather than probabilities: they stay graded where the probability
+    saturates at 0 or 1, so the validation normals' spread is meaningful.
+    """
+    if sigma <= 0:
+        return logits
+    return _blur(logits[..., None], sigma)[..., 0]
+
+
 def ssim_map(images, reconstructions, sigma: float = 1.5):
     """``[B, H, W, C] x2 -> [B, H, W]``: channel-mean ``(1 - SSIM) / 2`` in [0, 1].
 
@@ -126,6 +140,8 @@ def kind_map(kind: str, maps: dict):
         return maps["residual"]
     if kind == "combined":
         return 0.5 * (maps["residual"] + maps["ssim"])
+    if kind == "head_residual":
+        return 0.5 * (maps["head"] + maps["residual"])
     if kind in maps:
         return maps[kind]
     raise ValueError(f"score kind must be one of {SCORE_KINDS}, got {kind!r}")

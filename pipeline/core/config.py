@@ -240,6 +240,20 @@ def _validate(config: Config) -> None:
             getattr(config, section).check()
         except ValueError as err:
             raise ConfigError(f"{section}.{err}") from None
+    _validate_defect_head(config)
+
+
+def _validate_defect_head(config: Config) -> None:
+    head = config.model.defect_head
+    if head and not config.train.synthetic_anomalies > 0:
+        raise ConfigError(
+            "model.defect_head: true learns from synthetic anomalies; set "
+            "train.synthetic_anomalies to the share of images that get one (e.g. 0.5)"
+        )
+    if "head" in config.score.map_kinds and not head:
+        raise ConfigError(
+            f"score.kind: {config.score.kind!r} reads the defect head; set model.defect_head: true"
+        )
 
 
 def _validate_train(train: TrainConfig) -> None:
@@ -248,6 +262,10 @@ def _validate_train(train: TrainConfig) -> None:
     for key in ("checkpoint_every_steps", "nan_restores", "patience"):
         if getattr(train, key) < 0:
             raise ConfigError(f"train.{key}: {getattr(train, key)!r} is negative")
+    if not 0.0 <= train.synthetic_anomalies <= 1.0:
+        raise ConfigError(
+            f"train.synthetic_anomalies: {train.synthetic_anomalies!r} is not in [0, 1]"
+        )
     if not train.worker_timeout_s > 0:
         raise ConfigError(f"train.worker_timeout_s: {train.worker_timeout_s!r} is not positive")
 

@@ -99,6 +99,11 @@ STAGES: tuple[Stage, ...] = (
             Output("model.json", "the model's get_config()"),
             Output("train.json", "training time, best epoch and its validation loss"),
             Output("history.csv", "losses per epoch"),
+            Output(
+                "synthetic_anomalies.png",
+                "each synthetic anomaly kind and its mask (train.synthetic_anomalies > 0)",
+                required=False,
+            ),
         ),
     ),
     Stage(
