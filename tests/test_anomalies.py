@@ -1,4 +1,4 @@
-"""Synthetic anomalies for repair training, and the skip-connection generator."""
+"""Synthetic anomalies (repair training, the defect head), and the skip-connection generator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.anomalies import blob_masks, corrupt
+from models.anomalies import KINDS, blob_masks, corrupt, gallery, kind_masks_and_fills
 from models.networks import build_generator
 
 
@@ -61,3 +61,66 @@ def test_skip_generator_shapes_and_its_skips_carry_detail():
     assert "encoder1_decoder" in names
     inner = generator.get_layer("encoder1_decoder")
     assert sum(isinstance(layer, keras.layers.Concatenate) for layer in inner.layers) >= 3
+
+
+# The kinds of synthetic anomaly -----------------------------------------------------------
+
+
+def _kinds(batch=16, size=32, seed=(5, 6)):
+    images = _images(batch, size)
+    kinds = kind_masks_and_fills(images, tf.constant(seed, tf.int64))
+    return images, {k: (m.numpy(), f.numpy()) for k, (m, f) in kinds.items()}
+
+
+def test_every_kind_marks_each_image_and_changes_only_its_mask():
+    images, kinds = _kinds()
+    assert tuple(kinds) == KINDS
+    for kind, (masks, fills) in kinds.items():
+        assert masks.shape == (16, 32, 32, 1) and fills.shape == (16, 32, 32, 1), kind
+        assert masks.min() >= 0.0 and masks.max() <= 1.0, kind
+        assert (masks.max(axis=(1, 2, 3)) > 0.5).all(), kind  # every image gets one
+        pasted = images.numpy() * (1 - masks) + np.clip(fills, -1, 1) * masks
+        untouched = masks == 0
+        np.testing.assert_array_equal(pasted[untouched], images.numpy()[untouched])
+
+
+def test_the_kinds_have_the_shapes_of_real_defects():
+    _, kinds = _kinds(batch=32)
+    share = {k: (m > 0.5).mean(axis=(1, 2, 3)) for k, (m, _) in kinds.items()}
+    # Diffuse regions are large, cracks thin and spots small.
+    assert np.median(share["diffuse"]) > 2 * np.median(share["patch"])
+    assert share["crack"].max() < 0.08 and share["spots"].max() < 0.08
+    crack = kinds["crack"][0][..., 0] > 0.5
+    # A crack is long for its area: its extent is several times its width.
+    rows, cols = np.nonzero(crack[0])
+    assert max(np.ptp(rows), np.ptp(cols)) >= 5 and crack[0].sum() < 6 * max(
+        np.ptp(rows), np.ptp(cols)
+    )
+    # Edge cut-outs touch the image border; their fill is black.
+    edge_masks, edge_fills = kinds["edge"]
+    border = np.zeros((32, 32), bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    assert (edge_masks[..., 0][:, border] > 0.5).any(axis=1).all()
+    assert (edge_fills == -1.0).all()
+
+
+def test_corrupt_uses_every_kind_and_is_seeded():
+    images = _images(batch=64)
+    a, masks = corrupt(images, 1.0, tf.constant([1, 1], tf.int64))
+    b, _ = corrupt(images, 1.0, tf.constant([1, 1], tf.int64))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    share = (masks.numpy() > 0.3).mean(axis=(1, 2, 3))
+    # Both large (diffuse) and tiny (cracks, spots) anomalies among 64 images.
+    assert share.max() > 0.1 and share.min() < 0.03
+
+
+def test_gallery_shows_each_kind_its_image_and_its_mask(tmp_path):
+    images = _images(batch=3, size=32)  # fewer images than kinds: they repeat
+    picture = gallery(images, tf.constant([0, 0], tf.int64)).numpy()
+    assert picture.dtype == np.uint8 and picture.shape == (3 * 32, len(KINDS) * 32, 1)
+    clean = picture[:32, :32, 0].astype(float) / 127.5 - 1
+    np.testing.assert_allclose(clean, images.numpy()[0, ..., 0], atol=1 / 127)
+    masks = picture[64:, :, 0]
+    assert set(np.unique(masks)) > {0}  # each kind's mask is drawn
+    for k in range(len(KINDS)):
+        assert masks[:, 32 * k : 32 * (k + 1)].max() > 127, KINDS[k]

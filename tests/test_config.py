@@ -207,6 +207,11 @@ def test_flat_and_dump_round_trip(tmp_path):
         ("train.checkpoint_every_steps=-5", "train.checkpoint_every_steps: -5 is negative"),
         ("train.worker_timeout_s=0", "train.worker_timeout_s: 0.0 is not positive"),
         ("train.mixed_precision=maybe", "train.mixed_precision"),
+        ("train.synthetic_anomalies=1.5", "train.synthetic_anomalies: 1.5 is not in [0, 1]"),
+        ("model.defect_head=true", "model.defect_head: true learns from synthetic anomalies"),
+        ("score.kind=head", "score.kind: 'head' reads the defect head"),
+        ("score.kind=head_residual", "score.kind: 'head_residual' reads the defect head"),
+        ("model.head_filters=0", "model.head_filters must be positive, got 0"),
     ],
 )
 def test_bad_training_settings_quote_the_value(override, quoted):

@@ -78,7 +78,15 @@ def test_get_config_round_trips():
     expected = {
         "isize": 32,
         "channels": 3,
-        "options": {"nz": 8, "ngf": 8, "ndf": 16, "extra_layers": 1, "skip_connections": True},
+        "options": {
+            "nz": 8,
+            "ngf": 8,
+            "ndf": 16,
+            "extra_layers": 1,
+            "skip_connections": True,
+            "defect_head": False,
+            "head_filters": 16,
+        },
         "seed": 3,
     }
     assert {k: config[k] for k in expected} == expected

@@ -27,10 +27,13 @@ def test_row_formats_three_decimals_and_none_as_na():
         "f1_oracle": 1.0,
         "threshold": 3.2,  # not a column
     }
-    line = score_table.row("ssim", False, result)
-    assert line == "| ssim | False | 0.912 | n/a | 0.500 | 0.667 | 1.000 |"
+    line = score_table.row("ssim", False, result, {"crack": 0.8123, "blowhole": 0.95})
+    assert line == (
+        "| ssim | False | 0.912 | n/a | 0.500 | 0.667 | 1.000 | blowhole 0.950, crack 0.812 |"
+    )
     # as many cells as the header has columns
-    assert len(_cells(line)) == len(_cells(score_table.HEADER[0])) == 7
+    assert len(_cells(line)) == len(_cells(score_table.HEADER[0])) == 8
+    assert _cells(score_table.row("ssim", False, result))[-1] == ""  # no masks, no types
 
 
 def test_table_of_the_tiny_run(pipeline_run, capsys):
@@ -53,7 +56,9 @@ def test_table_of_the_tiny_run(pipeline_run, capsys):
     # The configured combination repeats what the evaluate stage measured.
     metrics = json.loads((run_path / "evaluate" / "metrics.json").read_text())
     assert by_key[("residual", True)][2] == f"{metrics['image_auroc']:.3f}"
-    assert rows[3] == score_table.row("residual", True, metrics)
+    per_type = json.loads((run_path / "evaluate" / "pixel_auroc_per_defect_type.json").read_text())
+    assert per_type  # the tiny data has masks
+    assert rows[3] == score_table.row("residual", True, metrics, per_type)
 
     # latent scores images by the latent distance but shows the residual map:
     # its pixel AUROC and AUPRO are those of residual with the same pixel_norm.
