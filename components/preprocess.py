@@ -11,7 +11,9 @@ Writes ``artifacts/<run>/preprocess/``:
   (``pipeline/core/records.py``); at most ``preprocess.shard_images`` images
   per shard.
 - ``preprocess.json``: the preprocessing spec (what the SavedModel replays)
-  and the shards and counts of each split.
+  and the shards and counts of each split. ``preprocess.channels: auto`` is
+  resolved here: 3 when any training image is colour, 1 otherwise; the later
+  stages read the number from this spec.
 """
 
 from __future__ import annotations
@@ -88,12 +90,21 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
     return shards
 
 
+def auto_channels(manifest: pd.DataFrame) -> int:
+    """``preprocess.channels: auto``: 3 when any training image is colour, else 1."""
+    train = manifest[manifest["split"] == "train"]
+    return 3 if (train["channels"] == 3).any() else 1
+
+
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = dataclasses.asdict(config.preprocess)
+    if spec["channels"] == "auto":
+        spec["channels"] = auto_channels(manifest)
+        print(f"[preprocess] channels: auto -> {spec['channels']}", flush=True)
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]

@@ -108,6 +108,18 @@ def _experiment(config: Config) -> str:
     return config.experiment_name()
 
 
+def _resolved(config, inputs: dict[str, Path]):
+    """The config a stage runs with: ``auto`` settings as the preprocess stage resolved them.
+
+    MLflow keeps the config as written (``auto``); preprocess.json says what it became.
+    """
+    if "preprocess" not in inputs:
+        return config
+    from pipeline.core import records  # noqa: PLC0415 - imports TensorFlow
+
+    return records.with_resolved_channels(config, inputs["preprocess"])
+
+
 def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None:
     """Runs one stage inside the pipeline run's MLflow run.
 
@@ -126,12 +138,12 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     if not chief:  # another worker of a training cluster: no records, nothing kept
         print(f"[{stage}] run {run_name!r}: worker of a cluster; the chief writes the output")
         with tempfile.TemporaryDirectory(prefix=f"ganomaly-{stage}-") as out:
-            module.run(config, inputs, Path(out))
+            module.run(_resolved(config, inputs), inputs, Path(out))
         return
     print(f"[{stage}] run {run_name!r} -> {run_path / stage}", flush=True)
     with tracking.stage_run(config, run_name, run_path, stage):
         with artifacts.stage_output(run_path, stage) as out:
-            module.run(config, inputs, out)
+            module.run(_resolved(config, inputs), inputs, out)
     if hasattr(module, "after_success"):  # e.g. train's resumable state, once in place
         module.after_success(run_path)
 

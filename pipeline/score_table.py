@@ -50,9 +50,10 @@ def score_table(config, run_path, kinds=None) -> list[str]:
     ``kinds``: the score kinds to compare; None for every kind the model can score.
     """
     from components.evaluate import evaluate_scorer, pixel_auroc_per_type  # noqa: PLC0415
-    from pipeline.core import modeling  # noqa: PLC0415
+    from pipeline.core import modeling, records  # noqa: PLC0415
 
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
+    config = records.with_resolved_channels(config, preprocess_dir)
     model = modeling.load_trained(config, artifacts.require_stage(run_path, "train"))
     if kinds is None:
         kinds = [k for k in SCORE_KINDS if model.head is not None or "head" not in MAPS_OF_KIND[k]]

@@ -104,6 +104,8 @@ def test_parse_override():
         ("preprocess.isize=40", "preprocess.isize"),  # not a multiple of 16
         ("preprocess.isize=16", "preprocess.isize"),
         ("preprocess.channels=2", "preprocess.channels"),
+        ("preprocess.channels=colour", "preprocess.channels: 'colour' is not 1, 3 or auto"),
+        ("preprocess.channels=true", "preprocess.channels: expected int or str"),
         ("threshold.quantile=1.5", "threshold.quantile"),
     ],
 )
@@ -222,3 +224,8 @@ def test_training_settings_default_to_a_plain_single_process_run():
     train = load_config(None).train
     assert (train.on_nan, train.strategy, train.cache) == ("stop", "default", "auto")
     assert (train.patience, train.checkpoint_every_steps, train.mixed_precision) == (0, 0, False)
+
+
+def test_channels_take_a_number_or_auto():
+    assert load_config(None, ["preprocess.channels=auto"]).preprocess.channels == "auto"
+    assert load_config(None, ["preprocess.channels=3"]).preprocess.channels == 3

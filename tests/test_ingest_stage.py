@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -390,3 +391,31 @@ def test_a_bad_source_is_one_line_naming_it(tmp_path, monkeypatch, capsys, mlflo
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ganomaly ingest: error:")
     assert source in err
+
+
+# preprocess.channels: auto ---------------------------------------------------------------------
+
+
+def _colour_copy(root: Path) -> Path:
+    """The same folder with every training image in colour (the grey pixel in one channel)."""
+    for path in (root / "train" / "good").glob("*.png"):
+        grey = np.array(Image.open(path))
+        Image.fromarray(np.stack([grey, grey // 2, 255 - grey], axis=-1)).save(path)
+    return root
+
+
+@pytest.mark.parametrize("colour, expected", [(False, 1), (True, 3)])
+def test_channels_auto_follows_the_training_images(tmp_path, mlflow_uri, colour, expected):
+    root = _mvtec(tmp_path / ("colour" if colour else "grey"))
+    if colour:
+        _colour_copy(root)
+    tiny = ("model.nz=8", "model.ngf=8", "model.ndf=8", "train.epochs=1", "train.batch_size=4")
+    config = _config(root, "preprocess.channels=auto", *tiny)
+    run_path = tmp_path / "artifacts" / "auto"
+    for stage in ("ingest", "preprocess", "train"):
+        run_stage(stage, config, "auto", run_path)
+    info = json.loads((run_path / "preprocess" / "preprocess.json").read_text())
+    assert info["spec"]["channels"] == expected
+    model = json.loads((run_path / "train" / "model.json").read_text())
+    assert model["channels"] == expected  # the model was built for what preprocess chose
+    assert config.preprocess.channels == "auto"  # the config itself is left as written

@@ -24,10 +24,12 @@ def _np(outputs: dict) -> dict:
 def model():
     """A small GANomaly fitted for two steps, so its reconstructions are not trivial."""
     keras.utils.set_random_seed(0)
-    model = GANomaly(**SMALL)
+    # With a defect head, so that every score kind can be scored.
+    model = GANomaly(**{**SMALL, "options": {**SMALL["options"], "defect_head": True}})
     model.compile(
         g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
         d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+        h_optimizer=keras.optimizers.Adam(2e-4),
     )
     model.fit(_images(8, seed=0), batch_size=4, epochs=1, verbose=0, shuffle=False)
     return model
@@ -114,18 +116,23 @@ def test_each_kind_computes_only_its_maps(model, kind):
     raw = scorer.raw_scores(_images(2, seed=3))
     assert set(raw) == {"latent", "reconstruction", *MAPS_OF_KIND[kind]}
     assert scorer.map_mean.shape == (len(MAPS_OF_KIND[kind]), 32, 32)
-    # The discriminator is part of the scorer (and of an export) only when read.
+    # The discriminator and the head are part of the scorer (and of an export) only when read.
     assert (scorer.discriminator is not None) == (kind == "discriminator")
+    assert (scorer.head is not None) == ("head" in MAPS_OF_KIND[kind])
 
 
-def test_combined_map_is_the_mean_of_the_residual_and_ssim_maps(model, calibration):
+@pytest.mark.parametrize(
+    "combined, parts", [("combined", ("residual", "ssim")), ("head_residual", ("head", "residual"))]
+)
+def test_a_combined_map_is_the_mean_of_its_standardised_maps(model, calibration, combined, parts):
     images = np.concatenate(calibration)
     maps = {
         kind: _np(_calibrated(model, calibration, kind=kind)[0].score(images))["anomaly_map"]
-        for kind in ("residual", "ssim", "combined")
+        for kind in (*parts, combined)
     }
+    assert not np.allclose(maps[parts[0]], maps[parts[1]])
     np.testing.assert_allclose(
-        maps["combined"], 0.5 * (maps["residual"] + maps["ssim"]), rtol=1e-5, atol=1e-5
+        maps[combined], 0.5 * (maps[parts[0]] + maps[parts[1]]), rtol=1e-5, atol=1e-5
     )
 
 

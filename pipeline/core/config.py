@@ -56,7 +56,7 @@ class PreprocessConfig:
     """The one preprocessing function, shared by training and serving."""
 
     isize: int = 64
-    channels: int = 1
+    channels: int | str = 1  # 1, 3 or auto: 3 when the training images are colour
     resize: str = "squash"  # one of RESIZE_MODES
     clahe: bool = False
     clahe_clip: float = 3.0
@@ -179,6 +179,10 @@ CHOICES = {
 
 def _coerce(key: str, value: object, annotation: object) -> object:
     """Checks ``value`` against a field's type; ints are accepted for floats."""
+    if annotation == "int | str":  # a number or a word (preprocess.channels: auto)
+        if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int or str, got {type(value).__name__} {value!r}")
     kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(
         annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     )
@@ -218,8 +222,8 @@ def _validate(config: Config) -> None:
     p = config.preprocess
     if p.isize < 32 or p.isize % 16:
         raise ConfigError(f"preprocess.isize: {p.isize} is not a multiple of 16 of at least 32")
-    if p.channels not in (1, 3):
-        raise ConfigError(f"preprocess.channels: {p.channels} is not 1 or 3")
+    if p.channels not in (1, 3, "auto"):
+        raise ConfigError(f"preprocess.channels: {p.channels!r} is not 1, 3 or auto")
     if not 0.0 <= config.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: {config.data.val_fraction} is not in [0, 1)")
     if not 0.0 <= config.data.val_abnormal_fraction < 1.0:

@@ -11,6 +11,7 @@ spec and each split's shards and counts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def encode(image, roi, mask, label: int, defect_type: str, path: str) -> bytes:
 def read_info(preprocess_dir: Path) -> dict:
     """``preprocess.json``: ``{"spec": ..., "splits": {split: {count, normal, ...}}}``."""
     return json.loads((Path(preprocess_dir) / INFO_FILE).read_text())
+
+
+def with_resolved_channels(config, preprocess_dir: Path):
+    """``config`` with ``preprocess.channels: auto`` replaced by what preprocess chose."""
+    if config.preprocess.channels != "auto":
+        return config
+    channels = read_info(preprocess_dir)["spec"]["channels"]
+    preprocess = dataclasses.replace(config.preprocess, channels=channels)
+    return dataclasses.replace(config, preprocess=preprocess)
 
 
 def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
