@@ -52,6 +52,9 @@ from pipeline.core.errors import PipelineError
 SELECTION_METRIC = "val_con_loss"
 HEAD_SELECTION_METRIC = "val_head_loss"
 GALLERY_FILE = "synthetic_anomalies.png"
+# The loss terms, in the order a non-finite one is named (the parts before the sums);
+# head_loss only with a defect head.
+LOSS_TERMS = ("con_loss", "enc_loss", "adv_loss", "head_loss", "d_loss", "g_loss")
 PARTIAL = "train.partial"
 # Train settings a checkpoint does not depend on: a run may resume with other values.
 RESUMABLE_KEYS = (
@@ -160,7 +163,8 @@ class Trainer:
         self.data = TrainingData(config, preprocess_dir, self.strategy.num_replicas_in_sync)
         self.store = CheckpointStore(Path(preprocess_dir).parent / PARTIAL)
         self.fingerprint = fingerprint(config, preprocess_dir)
-        self.loss_terms = [m.name for m in self.model.metrics if m.name != "d_reinit"]
+        tracked = {metric.name for metric in self.model.metrics}
+        self.loss_terms = [term for term in LOSS_TERMS if term in tracked]
         self.selection_metric = selection_metric(self.model)
         self.state = _fresh_state(self.fingerprint, [*self.loss_terms, "d_reinit"])
         self.watchdog = distribute.Watchdog(config)
