@@ -95,5 +95,6 @@ def train_run(root: Path, name: str) -> Path:
 def pytest_collection_modifyitems(items):
     """Whatever needs the whole pipeline run is slow (``pytest -m "not slow"`` skips it)."""
     for item in items:
-        if "pipeline_run" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"pipeline_run", "head_run"}:
             item.add_marker(pytest.mark.slow)
