@@ -1,9 +1,9 @@
 """The house plan: imports point down, stages never import each other, the stage table rules.
 
-models/          networks, losses, the GANomaly, the scorer: imports no project layer above
-pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
-components/      the stages and their helpers: import pipeline/core/ and models/
-pipeline/        entry points (cli, tracking, score_table, benches): import anything
+    models/          networks, losses, the GANomaly, the scorer: imports no project layer above
+    pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
+    components/      the stages and their helpers: import pipeline/core/ and models/
+    pipeline/        entry points (cli, tracking, score_table, benches): import anything
 """
 
 from __future__ import annotations
