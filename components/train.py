@@ -14,7 +14,8 @@ Writes ``artifacts/<run>/train/``:
   synthetic anomaly on a training image, and its mask, for a person to check.
 - ``checkpoints/last.weights.h5``: the weights of the last epoch.
 - ``model.json``: the model's ``get_config()`` (networks only; scoring is evaluate's).
-- ``train.json``: training seconds, the best epoch and its ``val_con_loss``.
+- ``train.json``: training seconds, the best epoch and its ``val_con_loss``
+  (``val_head_loss`` with a defect head).
 - ``history.csv``: losses per epoch (train and ``val_`` ones).
 
 While it runs, ``artifacts/<run>/train.partial/`` holds the resumable state

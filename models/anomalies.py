@@ -178,6 +178,11 @@ def _dark_or_bright(images: tf.Tensor, seed) -> tf.Tensor:
     return images + sign * amount
 
 
+def paste(images: tf.Tensor, masks: tf.Tensor, fills: tf.Tensor) -> tf.Tensor:
+    """``images`` with ``fills`` (clipped to [-1, 1]) blended in where ``masks`` say."""
+    return images * (1.0 - masks) + tf.clip_by_value(fills, -1.0, 1.0) * masks
+
+
 def kind_masks_and_fills(images: tf.Tensor, seed) -> dict:
     """``{kind: (masks [B, S, S, 1], fills [B, S, S, C])}`` for every kind, for every image."""
     seeds = _split(seed, 9)
@@ -212,8 +217,7 @@ def corrupt(images: tf.Tensor, probability: float, seed) -> tuple[tf.Tensor, tf.
     chosen = tf.cast(_stateless([batch, 1, 1, 1], seeds[2]) < probability, tf.float32)
     opacity = _stateless([batch, 1, 1, 1], seeds[3], 0.6, 1.0)
     masks = masks * chosen * opacity
-    corrupted = images * (1.0 - masks) + tf.clip_by_value(fills, -1.0, 1.0) * masks
-    return corrupted, masks
+    return paste(images, masks, fills), masks
 
 
 def gallery(images: tf.Tensor, seed) -> tf.Tensor:
@@ -228,9 +232,9 @@ def gallery(images: tf.Tensor, seed) -> tf.Tensor:
     channels = images.shape[-1]
     columns = []
     for i, kind in enumerate(KINDS):
-        mask, fill = kinds[kind][0][i], tf.clip_by_value(kinds[kind][1][i], -1.0, 1.0)
+        mask, fill = kinds[kind][0][i], kinds[kind][1][i]
         image = images[i]
-        corrupted = image * (1.0 - mask) + fill * mask
+        corrupted = paste(image, mask, fill)
         shown = tf.tile(mask * 2.0 - 1.0, [1, 1, channels])
         columns.append(tf.concat([image, corrupted, shown], axis=0))
     picture = tf.concat(columns, axis=1)

@@ -55,8 +55,14 @@ def score_table(config, run_path, kinds=None) -> list[str]:
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
     config = records.with_resolved_channels(config, preprocess_dir)
     model = modeling.load_trained(config, artifacts.require_stage(run_path, "train"))
+    scorable = [k for k in SCORE_KINDS if model.head is not None or "head" not in MAPS_OF_KIND[k]]
     if kinds is None:
-        kinds = [k for k in SCORE_KINDS if model.head is not None or "head" not in MAPS_OF_KIND[k]]
+        kinds = scorable
+    refused = [k for k in kinds if k not in scorable]
+    if refused:
+        raise PipelineError(
+            f"--kinds {','.join(refused)}: this run's model scores only {', '.join(scorable)}"
+        )
     rows = list(HEADER)
     print("\n".join(rows), flush=True)
     for kind in kinds:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipeline import score_table
 from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = REPO / "configs" / "default.yaml"
@@ -100,3 +103,12 @@ def test_main_reports_a_bad_override(capsys, monkeypatch, tmp_path):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("score_table: error: ")
     assert "score.kind" in err[0] and "nope" in err[0]
+
+
+def test_kinds_the_model_cannot_score_are_refused_in_one_line(pipeline_run):
+    config, run_path = pipeline_run  # the tiny run has no defect head
+    with pytest.raises(PipelineError) as refused:
+        score_table.score_table(config, run_path, kinds=["residual", "head", "blurry"])
+    message = str(refused.value)
+    assert message.startswith("--kinds head,blurry: this run's model scores only latent, ")
+    assert "\n" not in message and "head_residual" not in message

@@ -177,17 +177,30 @@ CHOICES = {
 }
 
 
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+
+
+def _is(value: object, kind: type) -> bool:
+    """``isinstance``, except that a bool is not an int."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
 def _coerce(key: str, value: object, annotation: object) -> object:
-    """Checks ``value`` against a field's type; ints are accepted for floats."""
-    if annotation == "int | str":  # a number or a word (preprocess.channels: auto)
-        if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected int or str, got {type(value).__name__} {value!r}")
-    kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(
-        annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    )
-    if kind is None:
+    """Checks ``value`` against a field's type; ints are accepted for floats.
+
+    A union (``int | str``: ``preprocess.channels`` is a number or ``auto``) takes a
+    value of any of its types as it is.
+    """
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    names = [part.strip() for part in name.split("|")]
+    if not all(part in _FIELD_TYPES for part in names):
         raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+    if len(names) > 1:
+        if any(_is(value, _FIELD_TYPES[part]) for part in names):
+            return value
+        expected = " or ".join(names)
+        raise ConfigError(f"{key}: expected {expected}, got {type(value).__name__} {value!r}")
+    kind = _FIELD_TYPES[names[0]]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):
@@ -196,7 +209,7 @@ def _coerce(key: str, value: object, annotation: object) -> object:
             return float(value)
         except ValueError:
             pass
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if not _is(value, kind):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
 
