@@ -3,6 +3,7 @@
     store = CheckpointStore(run_path / "train.partial")
     store.save(variables, state)                 # atomic: write, fsync, rename
     loaded = store.latest(variables, fingerprint) # the newest readable, compatible one
+    saves = BackgroundSaves(store)               # the same writes off the training thread
 
 Each checkpoint is a folder ``ckpt-<global step>/`` holding ``variables.npz``
 (every variable of the networks, both optimizers and the re-initialisation
@@ -10,9 +11,10 @@ seed, in a fixed order) and ``state.json`` (epoch, step, history, best so far,
 the sha256 of ``variables.npz`` and the config fingerprint). It is written
 under a temporary name, fsynced and renamed, so a checkpoint folder is either
 complete or absent; a damaged one (a truncated file) fails its checksum and
-the one before it is used. The two newest are kept. ``best.weights.h5``, the
-best epoch's weights, lives beside them. The train stage deletes the folder
-once its output is in place.
+the one before it is used. The two newest are kept, and the one the state
+names as ``best_checkpoint`` (the best epoch's end): the best weights cost no
+write of their own. The train stage deletes the folder once its output is in
+place.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +89,12 @@ class CheckpointStore:
         return sorted(found, key=_step_of, reverse=True)
 
     def save(self, arrays: list[np.ndarray], state: dict) -> Path:
-        """Writes one checkpoint atomically; keeps the ``KEEP`` newest. Returns its folder."""
+        """Writes one checkpoint atomically; returns its folder.
+
+        Keeps the ``KEEP`` newest and the one ``state["best_checkpoint"]`` names.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / f"ckpt-{state['global_step']:09d}"
+        final = self.root / self.name(state["global_step"])
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -103,8 +109,21 @@ class CheckpointStore:
         tmp.rename(final)
         _fsync_dir(self.root)
         for old in self.checkpoints()[KEEP:]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != state.get("best_checkpoint"):
+                shutil.rmtree(old, ignore_errors=True)
         return final
+
+    @staticmethod
+    def name(global_step: int) -> str:
+        """The folder name of the checkpoint written after ``global_step`` steps."""
+        return f"ckpt-{global_step:09d}"
+
+    def arrays(self, name: str, shapes: list[tuple]) -> list[np.ndarray]:
+        """The variables of checkpoint ``name``, checked; ``OSError`` when it is damaged."""
+        state = self._read(self.root / name, shapes)
+        if state is None or state.get("fingerprint") == "shapes differ":
+            raise OSError(f"{self.root / name}: damaged or written by another model")
+        return state["_arrays"]
 
     def latest(self, shapes: list[tuple], fingerprint: str) -> Loaded | None:
         """The newest checkpoint that reads back whole and fits; None when there is none.
@@ -148,6 +167,33 @@ class CheckpointStore:
     def clear(self) -> None:
         """Removes every checkpoint and the best weights (the stage completed)."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BackgroundSaves:
+    """``CheckpointStore.save`` on one background thread, so training runs on meanwhile.
+
+    One save at a time: a new one first waits for the one in flight. Call
+    ``wait()`` before reading the store; it re-raises what a save raised.
+
+    Args:
+        store: where the checkpoints go.
+    """
+
+    def __init__(self, store: CheckpointStore):
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def save(self, arrays: list[np.ndarray], state: dict) -> None:
+        """Starts writing a checkpoint; ``arrays`` and ``state`` must not change after."""
+        self.wait()
+        self._pending = self._pool.submit(self.store.save, arrays, state)
+
+    def wait(self) -> None:
+        """Returns once the save in flight, if any, is on disk."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
 
 class IncompatibleCheckpoint(Exception):

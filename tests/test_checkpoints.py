@@ -1,9 +1,14 @@
-"""components.checkpoints: atomic checkpoints, the two newest kept, damaged ones skipped."""
+"""components.checkpoints: atomic checkpoints, the two newest and the best kept, damaged skipped."""
 
 import numpy as np
 import pytest
 
-from components.checkpoints import VARIABLES, CheckpointStore, IncompatibleCheckpoint
+from components.checkpoints import (
+    VARIABLES,
+    BackgroundSaves,
+    CheckpointStore,
+    IncompatibleCheckpoint,
+)
 
 SHAPES = [(2, 3), (4,)]
 
@@ -12,8 +17,12 @@ def _arrays(value: float) -> list[np.ndarray]:
     return [np.full(shape, value, np.float32) for shape in SHAPES]
 
 
+def _state(step: int, fingerprint: str = "fp", best: str | None = None) -> dict:
+    return {"global_step": step, "fingerprint": fingerprint, "epoch": step, "best_checkpoint": best}
+
+
 def _save(store: CheckpointStore, step: int, fingerprint: str = "fp") -> None:
-    store.save(_arrays(step), {"global_step": step, "fingerprint": fingerprint, "epoch": step})
+    store.save(_arrays(step), _state(step, fingerprint))
 
 
 def test_the_newest_checkpoint_reads_back_and_two_are_kept(tmp_path):
@@ -59,3 +68,42 @@ def test_other_settings_or_shapes_make_a_checkpoint_incompatible(tmp_path):
         store.latest([(2, 3), (5,)], "fp")
     store.clear()
     assert not tmp_path.exists() and store.latest(SHAPES, "fp") is None
+
+
+def test_the_checkpoint_the_state_names_best_outlives_the_two_newest(tmp_path):
+    store = CheckpointStore(tmp_path)
+    _save(store, 1)
+    for step in (2, 3, 4):
+        store.save(_arrays(step), _state(step, best=store.name(1)))
+    names = [p.name for p in store.checkpoints()]
+    assert names == ["ckpt-000000004", "ckpt-000000003", "ckpt-000000001"]
+    for array, expected in zip(store.arrays("ckpt-000000001", SHAPES), _arrays(1)):
+        np.testing.assert_array_equal(array, expected)
+    store.save(_arrays(5), _state(5, best=store.name(4)))  # a new best: the old one goes
+    assert [p.name for p in store.checkpoints()] == ["ckpt-000000005", "ckpt-000000004"]
+
+
+def test_arrays_of_a_damaged_or_foreign_checkpoint_raise_oserror_naming_it(tmp_path):
+    store = CheckpointStore(tmp_path)
+    _save(store, 1)
+    with pytest.raises(OSError, match="ckpt-000000001"):
+        store.arrays("ckpt-000000001", [(2, 3), (5,)])
+    (store.checkpoints()[0] / VARIABLES).write_bytes(b"truncated")
+    with pytest.raises(OSError, match="damaged"):
+        store.arrays("ckpt-000000001", SHAPES)
+
+
+def test_background_saves_land_in_order_and_wait_reraises_a_failed_write(tmp_path):
+    store = CheckpointStore(tmp_path / "train.partial")
+    saves = BackgroundSaves(store)
+    for step in (1, 2, 3):
+        saves.save(_arrays(step), _state(step))
+    saves.wait()
+    assert [p.name for p in store.checkpoints()] == ["ckpt-000000003", "ckpt-000000002"]
+    assert store.latest(SHAPES, "fp").state["epoch"] == 3
+    store.root.rename(tmp_path / "moved")
+    store.root.write_text("a file where the folder should be")
+    saves.save(_arrays(4), _state(4))
+    with pytest.raises(OSError):
+        saves.wait()
+    saves.wait()  # the failure is reported once
