@@ -22,6 +22,7 @@ from keras import ops
 
 from models import losses
 from models.networks import (
+    BN_MOMENTUM,
     build_defect_head,
     build_discriminator,
     build_generator,
@@ -32,6 +33,11 @@ from models.options import ModelOptions, as_dict, from_dict
 # The discriminator is re-initialised when its loss collapses below this,
 # as in the original code: a perfect discriminator gives no useful gradient.
 D_COLLAPSE_LOSS = 1e-5
+# One training step runs the discriminator once on the real and once on the fake
+# batch, where the original ran each twice (generator and discriminator phases),
+# moving the running statistics twice with the same batch statistics: once at
+# momentum 0.9 squared is the same average.
+D_BN_MOMENTUM = BN_MOMENTUM**2
 # A pixel is a defect for the head where the synthetic anomaly's mask is at least this.
 HEAD_TARGET_LEVEL = 0.3
 
@@ -69,7 +75,9 @@ class GANomaly(keras.Model):
         self.generator = build_generator(
             isize, channels, o.nz, o.ngf, o.extra_layers, skip_connections=o.skip_connections
         )
-        self.discriminator = build_discriminator(isize, channels, o.ndf, o.extra_layers)
+        self.discriminator = build_discriminator(
+            isize, channels, o.ndf, o.extra_layers, batch_norm_momentum=D_BN_MOMENTUM
+        )
         self.head = build_defect_head(isize, channels, o.head_filters) if o.defect_head else None
         self._reinit_seed = keras.random.SeedGenerator(seed)
         names = ["g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"]
@@ -153,8 +161,12 @@ class GANomaly(keras.Model):
         # Losses in float32 whatever the compute dtype (mixed_float16 on a GPU).
         generated = self.generator(inputs, training=training)
         reconstruction, latent_i, latent_o = float32_outputs(generated)
-        real_features = float32_outputs(self.discriminator(targets, training=training))[1]
-        fake_features = float32_outputs(self.discriminator(reconstruction, training=training))[1]
+        real_logits, real_features, _ = float32_outputs(
+            self.discriminator(targets, training=training)
+        )
+        fake_logits, fake_features, _ = float32_outputs(
+            self.discriminator(reconstruction, training=training)
+        )
         adv = losses.adversarial_loss(real_features, fake_features)
         con = losses.contextual_loss(targets, reconstruction)
         enc = losses.encoder_loss(latent_i, latent_o)
@@ -165,12 +177,8 @@ class GANomaly(keras.Model):
             "con_loss": con,
             "enc_loss": enc,
             "reconstruction": reconstruction,
+            "d_loss": losses.discriminator_loss(real_logits, fake_logits),
         }
-
-    def _discriminator_loss(self, images, reconstruction, training: bool):
-        real_logits = ops.cast(self.discriminator(images, training=training)[0], "float32")
-        fake_logits = ops.cast(self.discriminator(reconstruction, training=training)[0], "float32")
-        return losses.discriminator_loss(real_logits, fake_logits)
 
     @staticmethod
     def _unpack(data):
@@ -197,20 +205,25 @@ class GANomaly(keras.Model):
         # each replica's mean loss is divided by their number (the global batch's mean).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
 
-        # Generator: reconstruct the (clean) image, match the discriminator's features.
-        with tf.GradientTape() as g_tape:
+        # One forward pass for both networks' losses: the discriminator's passes on
+        # the real and the reconstructed batch serve the generator's feature matching
+        # and the discriminator's own loss (the original ran both passes twice; the
+        # discriminator's weights do not change in between, so the outputs are equal).
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             g = self._generator_losses(inputs, images, training=True)
+            d_loss = g.pop("d_loss")
             g_scaled = self.g_optimizer.scale_loss(g["g_loss"] / replicas)
+            d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
+
+        # Generator: reconstruct the (clean) image, match the discriminator's features.
         g_weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_weights), g_weights))
 
-        # Discriminator: tell real images from their (fixed) reconstructions.
-        reconstruction = ops.stop_gradient(g["reconstruction"])
-        with tf.GradientTape() as d_tape:
-            d_loss = self._discriminator_loss(images, reconstruction, training=True)
-            d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
+        # Discriminator: tell real images from their reconstructions (only its own
+        # weights are differentiated: the reconstruction is fixed for it).
         d_weights = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_weights), d_weights))
+        reconstruction = ops.stop_gradient(g["reconstruction"])
 
         # Defect head: find the synthetic anomalies next to the (fixed) reconstruction.
         if self.head is not None:
@@ -258,7 +271,7 @@ class GANomaly(keras.Model):
     def _inference_losses(self, data):
         inputs, images, masks = self._unpack(data)
         g = self._generator_losses(inputs, images, training=False)
-        d_loss = self._discriminator_loss(images, g["reconstruction"], training=False)
+        d_loss = g.pop("d_loss")
         if self.head is not None:
             g["head_loss"] = self._head_loss(inputs, g["reconstruction"], masks, training=False)
         return g, d_loss

@@ -18,7 +18,8 @@ from keras import layers
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), so the
 # running statistics used at inference move as in the original.
-_BN_KWARGS = {"momentum": 0.9, "epsilon": 1e-5}
+BN_MOMENTUM = 0.9
+_BN_KWARGS = {"momentum": BN_MOMENTUM, "epsilon": 1e-5}
 
 
 def float32_outputs(tensors) -> list:
@@ -50,9 +51,10 @@ def _conv_init() -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
-def _batch_norm() -> layers.BatchNormalization:
+def _batch_norm(momentum: float = BN_MOMENTUM) -> layers.BatchNormalization:
     return layers.BatchNormalization(
-        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02), **_BN_KWARGS
+        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+        **{**_BN_KWARGS, "momentum": momentum},
     )
 
 
@@ -78,20 +80,20 @@ def _deconv(filters: int, kernel: int, strides: int, padding: str) -> layers.Con
     )
 
 
-def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int):
+def _encoder_trunk(x, isize: int, ndf: int, extra_layers: int, momentum: float = BN_MOMENTUM):
     """Downsamples ``x`` to the bottleneck size; returns it and the first block's map."""
     x = _conv(ndf, 4, 2, "same")(x)
     x = first = layers.LeakyReLU(0.2)(x)
     size, channels = isize // 2, ndf
     for _ in range(extra_layers):
         x = _conv(channels, 3, 1, "same")(x)
-        x = _batch_norm()(x)
+        x = _batch_norm(momentum)(x)
         x = layers.LeakyReLU(0.2)(x)
     while size > bottleneck_size(isize):
         channels *= 2
         size //= 2
         x = _conv(channels, 4, 2, "same")(x)
-        x = _batch_norm()(x)
+        x = _batch_norm(momentum)(x)
         x = layers.LeakyReLU(0.2)(x)
     return x, first
 
@@ -189,18 +191,23 @@ def build_generator(
 
 
 def build_discriminator(
-    isize: int, channels: int, ndf: int = 64, extra_layers: int = 0
+    isize: int,
+    channels: int,
+    ndf: int = 64,
+    extra_layers: int = 0,
+    batch_norm_momentum: float = BN_MOMENTUM,
 ) -> keras.Model:
     """Image -> (logit ``[B]``, features ``[B, s, s, F]``, early features ``[B, S/2, S/2, ndf]``).
 
     The features (the last map before the classifier, s the bottleneck) feed the
     adversarial feature-matching loss; the logit feeds the discriminator's BCE;
     the early features (after the first convolution, half the image side) feed
-    the ``discriminator`` anomaly map.
+    the ``discriminator`` anomaly map. ``batch_norm_momentum`` is that of the
+    running statistics' moving average.
     """
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
-    features, early = _encoder_trunk(image, isize, ndf, extra_layers)
+    features, early = _encoder_trunk(image, isize, ndf, extra_layers, batch_norm_momentum)
     logit = layers.Flatten()(_conv(1, bottleneck_size(isize), 1, "valid")(features))
     logit = layers.Reshape(())(logit)
     return keras.Model(image, [logit, features, early], name="discriminator")

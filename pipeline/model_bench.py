@@ -21,6 +21,8 @@ import sys
 import time
 
 BATCH = 64
+INFER_CALLS = 4  # inference calls per training step timed (each is about 4x shorter)
+WARMUP = 3  # calls before timing: tracing, then oneDNN's first runs of each kernel
 CONFIGS = {"32x1": (32, 1), "64x3": (64, 3)}
 # The paper's networks (nz 100, ngf = ndf 64), as the PyTorch original runs them.
 NETWORKS: dict = {}
@@ -57,9 +59,23 @@ def _images(n: int, isize: int, channels: int):
     return rng.uniform(-1, 1, (n, isize, isize, channels)).astype("float32")
 
 
+def median_seconds(fn, calls: int, warmup: int = WARMUP) -> float:
+    """Median seconds of one call of ``fn`` over ``calls`` calls, after ``warmup`` calls.
+
+    ``pipeline.torch_bench`` times the PyTorch original with this same function.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def train_img_s(isize: int, channels: int, steps: int) -> float:
-    """Images/s of the train stage's own step: the median step after three warm-up steps."""
-    import numpy as np  # noqa: PLC0415
+    """Images/s of the train stage's own step: the median step after the warm-up."""
     import tensorflow as tf  # noqa: PLC0415
 
     from components.train import step_function  # noqa: PLC0415
@@ -67,26 +83,21 @@ def train_img_s(isize: int, channels: int, steps: int) -> float:
     model = _model(isize, channels)
     step = step_function(model, tf.distribute.get_strategy())
     batch = tf.constant(_images(BATCH, isize, channels))
-    seconds = []
-    for _ in range(steps + 3):
-        start = time.perf_counter()
-        {name: float(value) for name, value in step(batch).items()}  # as the stage reads them
-        seconds.append(time.perf_counter() - start)
-    return BATCH / float(np.median(seconds[3:]))
+
+    def one_step():
+        return {name: float(value) for name, value in step(batch).items()}  # as the stage does
+
+    return BATCH / median_seconds(one_step, steps)
 
 
 def infer_img_s(isize: int, channels: int, steps: int) -> float:
-    """Generator images/s in inference mode, batch 64 (what scoring runs)."""
+    """Generator images/s in inference mode, batch 64 (what scoring runs): the median call."""
     import tensorflow as tf  # noqa: PLC0415
 
     model = _model(isize, channels)
     forward = tf.function(lambda x: model.generator(x, training=False))
     images = tf.constant(_images(BATCH, isize, channels))
-    forward(images)
-    start = time.perf_counter()
-    for _ in range(steps):
-        forward(images)[0].numpy()
-    return steps * BATCH / (time.perf_counter() - start)
+    return BATCH / median_seconds(lambda: forward(images)[0].numpy(), steps)
 
 
 def infer_gflop_per_img(isize: int, channels: int) -> float:
@@ -103,13 +114,7 @@ def latency_ms_b1(isize: int, channels: int, repeats: int = 50) -> float:
     scorer = Scorer(_model(isize, channels))
     score = tf.function(lambda x: scorer.score(x)["score"])
     image = tf.constant(_images(1, isize, channels))
-    score(image)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        score(image).numpy()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(lambda: score(image).numpy(), repeats)
 
 
 def _conv_flops(network) -> float:
@@ -133,12 +138,13 @@ def train_gflop_per_img(isize: int, channels: int) -> float:
     """Training FLOPs per image, from the layer shapes.
 
     A step runs the generator forward and backward (3 forward costs: forward,
-    input and weight gradients), the discriminator on the real and fake batch
-    in the generator phase (2 forwards, plus the input gradient of the fake
-    one) and again in its own phase with both gradients (2 x 3): 3 G + 9 D.
+    input and weight gradients) and the discriminator once on the real and once
+    on the fake batch, each forward and backward with both gradients (2 x 3,
+    the generator's loss flowing back through the fake pass's input gradients):
+    3 G + 6 D. (The PyTorch original runs each discriminator pass twice.)
     """
     model = _model(isize, channels)
-    return (3 * _conv_flops(model.generator) + 9 * _conv_flops(model.discriminator)) / 1e9
+    return (3 * _conv_flops(model.generator) + 6 * _conv_flops(model.discriminator)) / 1e9
 
 
 def cpu_matmul_gflop_s(size: int = 2048, repeats: int = 5) -> float:
@@ -170,7 +176,7 @@ def measure(steps: int, rounds: int) -> dict:
         record("cpu_matmul_gflop_s", cpu_matmul_gflop_s())
         for name, (isize, channels) in CONFIGS.items():
             record(f"train_img_s_{name}", train_img_s(isize, channels, steps))
-            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps * 4))
+            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps * INFER_CALLS))
         record("latency_ms_b1_64x3", latency_ms_b1(64, 3))
     result = {key: round(statistics.median(values), 2) for key, values in figures.items()}
     result["train_gflop_per_img_64x3"] = round(train_gflop_per_img(64, 3), 4)

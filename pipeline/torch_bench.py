@@ -48,10 +48,9 @@ import json
 import os
 import statistics
 import sys
-import time
 
-BATCH = 64
-WARMUP = 3
+from pipeline.model_bench import BATCH, INFER_CALLS, median_seconds
+
 CONFIGS = {"32x1": (32, 1), "64x3": (64, 3)}
 # The original's defaults (options.py); its NetD is built with ngf, not ndf.
 NETWORKS = {"nz": 100, "ngf": 64, "ndf": 64}
@@ -229,18 +228,6 @@ def _model(isize: int, channels: int, batch: int = BATCH) -> Ganomaly:
     return Ganomaly(isize, channels, batch)
 
 
-def median_seconds(fn, calls: int, warmup: int = WARMUP) -> float:
-    """Median seconds of one call of ``fn`` over ``calls`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def train_img_s(isize: int, channels: int, steps: int) -> float:
     """Images/s of the original's ``optimize_params``, batch 64: the median step."""
     model = _model(isize, channels)
@@ -258,7 +245,7 @@ def infer_img_s(isize: int, channels: int, steps: int) -> float:
 def latency_ms_b1(isize: int, channels: int, repeats: int = 50) -> float:
     """Median milliseconds of one eval-mode generator forward on one image."""
     netg = _model(isize, channels).netg.eval()
-    return 1000 * median_seconds(_no_grad(netg, _images(1, isize, channels)), repeats, 1)
+    return 1000 * median_seconds(_no_grad(netg, _images(1, isize, channels)), repeats)
 
 
 def _no_grad(netg, images):
@@ -283,7 +270,7 @@ def measure(steps: int, rounds: int) -> dict:
     for _ in range(rounds):
         for name, (isize, channels) in CONFIGS.items():
             record(f"train_img_s_{name}", train_img_s(isize, channels, steps))
-            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps))
+            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps * INFER_CALLS))
         record("latency_ms_b1_64x3", latency_ms_b1(*CONFIGS["64x3"]))
     result: dict = {key: round(statistics.median(values), 2) for key, values in figures.items()}
     result["torch_version"] = torch.__version__

@@ -224,3 +224,58 @@ def test_trained_discriminator_keeps_its_moving_statistics(trained):
     # the counterpart of the test above: without a collapse nothing is reset
     moving = [w.numpy() for w in trained["model"].discriminator.weights if "moving_mean" in w.path]
     assert moving and any(np.any(m != 0.0) for m in moving)
+
+
+def _two_phase_step(model: GANomaly, images) -> None:
+    """The original's order: the generator's phase, then the discriminator's, each
+    running the discriminator on the real and the fake batch itself."""
+    import tensorflow as tf
+
+    from models import losses
+
+    with tf.GradientTape() as tape:
+        reconstruction, latent_i, latent_o = model.generator(images, training=True)
+        real = model.discriminator(images, training=True)[1]
+        fake = model.discriminator(reconstruction, training=True)[1]
+        g_loss = losses.generator_loss(
+            losses.adversarial_loss(real, fake),
+            losses.contextual_loss(images, reconstruction),
+            losses.encoder_loss(latent_i, latent_o),
+            model.w_adv,
+            model.w_con,
+            model.w_enc,
+        )
+    weights = model.generator.trainable_weights
+    model.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+    reconstruction = tf.stop_gradient(reconstruction)
+    with tf.GradientTape() as tape:
+        d_loss = losses.discriminator_loss(
+            model.discriminator(images, training=True)[0],
+            model.discriminator(reconstruction, training=True)[0],
+        )
+    weights = model.discriminator.trainable_weights
+    model.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
+
+
+def test_one_discriminator_pass_per_batch_trains_as_the_two_phase_step():
+    # train_step reuses the generator phase's discriminator passes for the
+    # discriminator's own loss: after a few steps both networks' weights equal those
+    # of the original's two-phase step with its four discriminator passes.
+    import tensorflow as tf
+
+    batches = [_images(4, seed=seed) for seed in range(3)]
+    models = []
+    for step in (tf.function(lambda m, x: m.train_step(x)), _two_phase_step):
+        keras.utils.set_random_seed(3)
+        model = _compile(GANomaly(**SMALL))
+        for images in batches:
+            step(model, tf.constant(images))
+        models.append(model)
+    one_pass, two_phase = models
+    for net in ("generator", "discriminator"):
+        pairs = zip(
+            getattr(one_pass, net).trainable_weights, getattr(two_phase, net).trainable_weights
+        )
+        for a, b in pairs:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    assert ganomaly.D_BN_MOMENTUM == pytest.approx(0.81)  # two 0.9 updates folded into one

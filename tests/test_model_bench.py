@@ -20,9 +20,9 @@ def test_conv_flops_match_a_hand_count():
     assert model_bench._conv_flops(model.discriminator) == 65_536 + 2 * 262_144 + 1_024
 
 
-def test_training_flops_are_three_generator_and_nine_discriminator_passes(monkeypatch):
+def test_training_flops_are_three_generator_and_six_discriminator_passes(monkeypatch):
     monkeypatch.setattr(model_bench, "NETWORKS", SMALL)
-    expected = (3 * 3 * 598_016 + 9 * (65_536 + 2 * 262_144 + 1_024)) / 1e9
+    expected = (3 * 3 * 598_016 + 6 * (65_536 + 2 * 262_144 + 1_024)) / 1e9
     assert model_bench.train_gflop_per_img(32, 1) == pytest.approx(expected)
 
 
