@@ -45,6 +45,7 @@ from tensorflow.python.framework import config as tf_config
 from components import distribute
 from components.checkpoints import BackgroundSaves, CheckpointStore, IncompatibleCheckpoint
 from components.train_data import TrainingData
+from models.fused_adam import FusedAdam
 from models.ganomaly import GANomaly
 from pipeline.core import cluster, modeling, records
 from pipeline.core.config import Config
@@ -79,11 +80,14 @@ class NonFiniteLoss(Exception):
 
 
 def compiled_model(config: Config) -> GANomaly:
-    """``build_model`` with the paper's optimizers (loss-scaled under mixed precision)."""
+    """``build_model`` with the paper's optimizers (loss-scaled under mixed precision).
+
+    Adam's arithmetic in TensorFlow's one-kernel update (``models.fused_adam``).
+    """
     model, options = modeling.build_model(config), config.train
 
     def adam():
-        optimizer = keras.optimizers.Adam(options.lr, beta_1=options.beta1)
+        optimizer = FusedAdam(options.lr, beta_1=options.beta1)
         if options.mixed_precision:
             return keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer

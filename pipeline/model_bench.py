@@ -41,13 +41,14 @@ def _set_threads(threads: int) -> None:
 def _model(isize: int, channels: int):
     import keras  # noqa: PLC0415
 
+    from models.fused_adam import FusedAdam  # noqa: PLC0415
     from models.ganomaly import GANomaly  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
     model = GANomaly(isize=isize, channels=channels, options=NETWORKS)
-    model.compile(
-        g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
-        d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+    model.compile(  # the train stage's optimizers
+        g_optimizer=FusedAdam(2e-4, beta_1=0.5),
+        d_optimizer=FusedAdam(2e-4, beta_1=0.5),
     )
     return model
 
