@@ -165,21 +165,37 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def speed_round(configs: dict, steps: int, train_img_s, infer_img_s, latency_ms_b1) -> dict:
+    """One round of the figures this bench and ``pipeline.torch_bench`` both print.
+
+    Training and inference images/s at each of ``configs`` (name -> (isize,
+    channels)) and the batch-1 latency at its ``64x3``, from the bench's own
+    measuring functions.
+    """
+    figures = {}
+    for name, (isize, channels) in configs.items():
+        figures[f"train_img_s_{name}"] = train_img_s(isize, channels, steps)
+        figures[f"infer_img_s_{name}"] = infer_img_s(isize, channels, steps * INFER_CALLS)
+    figures["latency_ms_b1_64x3"] = latency_ms_b1(*configs["64x3"])
+    return figures
+
+
+def round_medians(rounds: int, one_round) -> dict:
+    """Each figure of ``one_round()`` (a dict), the median over ``rounds`` rounds."""
+    figures = [one_round() for _ in range(rounds)]
+    return {key: round(statistics.median(f[key] for f in figures), 2) for key in figures[0]}
+
+
 def measure(steps: int, rounds: int) -> dict:
     """One dict of every figure, each the median over ``rounds``."""
-    figures: dict[str, list[float]] = {}
 
-    def record(key: str, value: float) -> None:
-        figures.setdefault(key, []).append(value)
-
-    for _ in range(rounds):
+    def one_round() -> dict:
         time.sleep(1.0)  # lets TensorFlow's worker threads go idle before numpy runs
-        record("cpu_matmul_gflop_s", cpu_matmul_gflop_s())
-        for name, (isize, channels) in CONFIGS.items():
-            record(f"train_img_s_{name}", train_img_s(isize, channels, steps))
-            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps * INFER_CALLS))
-        record("latency_ms_b1_64x3", latency_ms_b1(64, 3))
-    result = {key: round(statistics.median(values), 2) for key, values in figures.items()}
+        matmul = cpu_matmul_gflop_s()
+        speeds = speed_round(CONFIGS, steps, train_img_s, infer_img_s, latency_ms_b1)
+        return {"cpu_matmul_gflop_s": matmul, **speeds}
+
+    result = round_medians(rounds, one_round)
     result["train_gflop_per_img_64x3"] = round(train_gflop_per_img(64, 3), 4)
     result["achieved_gflop_s_64x3"] = round(
         result["train_gflop_per_img_64x3"] * result["train_img_s_64x3"], 2

@@ -46,10 +46,9 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 
-from pipeline.model_bench import BATCH, INFER_CALLS, median_seconds
+from pipeline.model_bench import BATCH, median_seconds, round_medians, speed_round
 
 CONFIGS = {"32x1": (32, 1), "64x3": (64, 3)}
 # The original's defaults (options.py); its NetD is built with ngf, not ndf.
@@ -262,19 +261,10 @@ def measure(steps: int, rounds: int) -> dict:
     """One dict of every figure, each the median over ``rounds``, and ``torch_version``."""
     import torch  # noqa: PLC0415
 
-    figures: dict[str, list[float]] = {}
+    def one_round() -> dict:
+        return speed_round(CONFIGS, steps, train_img_s, infer_img_s, latency_ms_b1)
 
-    def record(key: str, value: float) -> None:
-        figures.setdefault(key, []).append(value)
-
-    for _ in range(rounds):
-        for name, (isize, channels) in CONFIGS.items():
-            record(f"train_img_s_{name}", train_img_s(isize, channels, steps))
-            record(f"infer_img_s_{name}", infer_img_s(isize, channels, steps * INFER_CALLS))
-        record("latency_ms_b1_64x3", latency_ms_b1(*CONFIGS["64x3"]))
-    result: dict = {key: round(statistics.median(values), 2) for key, values in figures.items()}
-    result["torch_version"] = torch.__version__
-    return result
+    return {**round_medians(rounds, one_round), "torch_version": torch.__version__}
 
 
 def set_threads(threads: int) -> None:
