@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from components.warmup import write_warmup_requests
 from models.serving import ASSET_FILE, SIGNATURES, serving_archive
+from models.tiling import map_size
 from pipeline.core import artifacts, modeling, records
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
@@ -117,6 +118,7 @@ def model_card(config: Config, spec: dict, scoring: dict, metrics: dict, **prove
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "isize": spec["isize"],
         "channels": spec["channels"],
+        "map_size": list(map_size(spec)),
         "preprocess": spec,
         "score": scoring["score"],
         "threshold": scoring["threshold"],

@@ -89,10 +89,10 @@ def region_rules(min_area: int, max_area: int, min_mean: float) -> dict:
 
 
 def full_size(amap: np.ndarray, size: tuple[int, int], resize: str = "squash", nearest=False):
-    """An ``[s, s]`` map (or ROI, with ``nearest``) on the original ``(H, W)`` image grid.
+    """A model-space map (or ROI, with ``nearest``) on the original ``(H, W)`` image grid.
 
     Args:
-        amap: ``[s, s]`` map in model space.
+        amap: ``[s, s]`` map in model space (``[h, w]`` with tiles, always squashed).
         size: ``(H, W)`` of the original image.
         resize: the preprocess ``resize`` mode the map went through.
         nearest: nearest-neighbour instead of bilinear (for 0/1 masks).
@@ -101,7 +101,10 @@ def full_size(amap: np.ndarray, size: tuple[int, int], resize: str = "squash", n
         float64 ``[H, W]``; NaN where the model saw no image content.
 
     """
-    (mt, ml, mb, mr), (it, il, ib, ir) = _content_box(size, amap.shape[0], resize)
+    if resize == "squash":  # the whole map is the whole image, square or not
+        (mt, ml, mb, mr), (it, il, ib, ir) = (0, 0, *amap.shape), (0, 0, *size)
+    else:
+        (mt, ml, mb, mr), (it, il, ib, ir) = _content_box(size, amap.shape[0], resize)
     content = np.asarray(amap, dtype=np.float64)[mt:mb, ml:mr]
     out = np.full(size, np.nan)
     box = (ib - it, ir - il)

@@ -6,14 +6,16 @@ Reads ``artifacts/<run>/ingest/manifest.csv``.
 
 Writes ``artifacts/<run>/preprocess/``:
 - ``<split>-<shard>.tfrecord``: per image the model input (float32
-  ``[isize, isize, C]`` in [-1, 1]), its ROI mask, its ground-truth mask at
-  ``isize`` (zeros without one), label, defect type and source path
+  ``[isize, isize, C]`` in [-1, 1]; with ``tiles`` the whole image at its map
+  size), its ROI mask, its ground-truth mask on the same grid (zeros without
+  one), label, defect type and source path
   (``pipeline/core/records.py``); at most ``preprocess.shard_images`` images
   per shard.
 - ``preprocess.json``: the preprocessing spec (what the SavedModel replays)
   and the shards and counts of each split. ``preprocess.channels: auto`` is
-  resolved here: 3 when any training image is colour, 1 otherwise; the later
-  stages read the number from this spec.
+  resolved here: 3 when any training image is colour, 1 otherwise; with
+  ``tiles`` an empty ``tiles_image`` becomes the training images' median
+  size. The later stages read the resolved values from this spec.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from components.image_files import load_image
 from models.preprocessing import preprocess, resize_mask
+from models.tiling import TileGrid, map_size
 from pipeline.core import records
 from pipeline.core.config import Config
 from pipeline.core.progress import progress
@@ -66,7 +69,6 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
     """Preprocesses one split in manifest order; returns its shard file names."""
     shard_size = spec["shard_images"]
     run_one = tf.function(lambda x: preprocess(x, spec), reduce_retracing=True)
-    isize = spec["isize"]
     shards, writer = [], None
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         loaded = _bounded_map(pool, lambda r: _load(r, spec["channels"]), rows.itertuples())
@@ -79,7 +81,7 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
                 writer = tf.io.TFRecordWriter(str(out / shards[-1]))
             model_input, roi = run_one(tf.constant(image[None]))
             if mask is None:
-                small_mask = np.zeros((isize, isize), np.uint8)
+                small_mask = np.zeros(map_size(spec), np.uint8)
             else:
                 small_mask = resize_mask(mask, spec)
             image = model_input[0].numpy()
@@ -96,15 +98,40 @@ def auto_channels(manifest: pd.DataFrame) -> int:
     return 3 if (train["channels"] == 3).any() else 1
 
 
+def usual_size(manifest: pd.DataFrame) -> list[int]:
+    """``preprocess.tiles_image`` left empty: the training images' median ``[H, W]``.
+
+    The median rather than the most common size: in a dataset of many sizes
+    the most common one may be a handful of odd images.
+    """
+    train = manifest[manifest["split"] == "train"]
+    return [round(float(train["height"].median())), round(float(train["width"].median()))]
+
+
+def resolve(spec: dict, manifest: pd.DataFrame) -> dict:
+    """The spec with ``channels: auto`` and an empty ``tiles_image`` resolved from the manifest."""
+    spec = dict(spec)
+    if spec["channels"] == "auto":
+        spec["channels"] = auto_channels(manifest)
+        print(f"[preprocess] channels: auto -> {spec['channels']}", flush=True)
+    if spec["tiles"] and not spec["tiles_image"]:
+        spec["tiles_image"] = usual_size(manifest)
+    if spec["tiles"]:
+        grid = TileGrid.of(spec)
+        print(
+            f"[preprocess] tiles: images at {spec['tiles_image']} px -> {list(grid.size)}, "
+            f"{grid.count} tiles of {spec['isize']} each",
+            flush=True,
+        )
+    return spec
+
+
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
-    spec = dataclasses.asdict(config.preprocess)
-    if spec["channels"] == "auto":
-        spec["channels"] = auto_channels(manifest)
-        print(f"[preprocess] channels: auto -> {spec['channels']}", flush=True)
+    spec = resolve(dataclasses.asdict(config.preprocess), manifest)
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]

@@ -407,6 +407,8 @@ class Trainer:
             "best_epoch": state["best_epoch"],
             f"best_{self.selection_metric}": state["best"],
             "epochs_run": state["epoch"],
+            "training_examples": self.data.count,  # images, or their tiles
+            "steps_per_epoch": self.data.steps_per_epoch,
             "stopped_early": self._stopped_early(),
             "nan_restores": state["nan_restores"],
         }

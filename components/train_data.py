@@ -5,7 +5,8 @@
 
 Each epoch's order, flips and synthetic anomalies are a pure function of
 ``(train.seed, epoch)``, so a run resumed in the middle of an epoch sees the
-same batches as one never interrupted. ``train.cache``: ``memory`` keeps the
+same batches as one never interrupted. With ``preprocess.tiles`` the examples
+are the tiles of every image (``models.tiling``). ``train.cache``: ``memory`` keeps the
 decoded split in memory after the first epoch, ``none`` streams it from the
 TFRecords every epoch, ``auto`` keeps it when it takes at most
 ``CACHE_AUTO_MAX_BYTES``.
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.anomalies import KINDS, corrupt, gallery
+from models.tiling import TileGrid
 from pipeline.core import records
 from pipeline.core.config import Config
 
@@ -36,9 +38,22 @@ def cache_in_memory(info: dict, split: str, mode: str) -> bool:
     """Whether ``train.cache`` (``auto``, ``memory``, ``none``) keeps ``split`` in memory."""
     if mode != "auto":
         return mode == "memory"
-    spec = info["spec"]
-    size = info["splits"][split]["normal"] * spec["isize"] ** 2 * spec["channels"] * 4
+    spec, grid = info["spec"], TileGrid.of(info["spec"])
+    pixels = grid.count * spec["isize"] ** 2 if grid else spec["isize"] ** 2
+    size = info["splits"][split]["normal"] * pixels * spec["channels"] * 4
     return size <= CACHE_AUTO_MAX_BYTES
+
+
+def normal_tiles(preprocess_dir: Path, split: str) -> tuple[tf.data.Dataset, int]:
+    """A split's normal images, or their tiles with ``preprocess.tiles``; and how many."""
+    info = records.read_info(preprocess_dir)
+    images, count = records.normal_images(preprocess_dir, split), info["splits"][split]["normal"]
+    grid = TileGrid.of(info["spec"])
+    if grid is None:
+        return images, count
+    count *= grid.count
+    tiles = images.map(lambda image: grid.cut(image[None])).unbatch()
+    return tiles.apply(tf.data.experimental.assert_cardinality(count)), count
 
 
 def _flip(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
@@ -87,12 +102,11 @@ class TrainingData:
     def __init__(self, config: Config, preprocess_dir: Path, replicas: int = 1):
         self.options = config.train
         info = records.read_info(preprocess_dir)
-        self.count = info["splits"]["train"]["normal"]
+        self._train, self.count = normal_tiles(preprocess_dir, "train")
         self.cached = cache_in_memory(info, "train", self.options.cache)
-        self._train = records.normal_images(preprocess_dir, "train")
         if self.cached:
             self._train = self._train.cache()
-        val = records.normal_images(preprocess_dir, "val")
+        val, _ = normal_tiles(preprocess_dir, "val")
         if cache_in_memory(info, "val", self.options.cache):
             val = val.cache()
         self.val = val.batch(self.options.batch_size)

@@ -8,6 +8,9 @@ Both training data and served images go through ``preprocess`` (TFX's
 resize to ``isize`` (squash, letterbox or center_crop), CLAHE contrast
 (optional), a region of interest (a fixed box, or an annulus around a circle
 found in each image) and scaling to [-1, 1]. Everything is TensorFlow ops.
+With ``tiles`` the image is squashed to its map size instead
+(``models.tiling.map_size``): CLAHE and the ROI see the whole image, and the
+scorer and the training data cut it into ``isize`` tiles.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from models.options import RESIZE_MODES
+from models.tiling import map_size
 
 
 def content_box(height, width, isize: int, mode: str) -> tuple[tuple, tuple]:
@@ -57,18 +61,22 @@ def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:
     """``[B, H, W, 1]`` float mask of the region of interest, or None for no ROI."""
     from models import roi  # noqa: PLC0415 - only configs with a ROI need it
 
-    isize = spec["isize"]
+    size = map_size(spec)
     if spec["roi"] == "box":
-        mask = roi.box_mask((isize, isize), tuple(spec["roi_box"]))
-        return tf.broadcast_to(mask, tf.concat([tf.shape(images)[:1], [isize, isize, 1]], 0))
+        mask = roi.box_mask(size, tuple(spec["roi_box"]))
+        return tf.broadcast_to(mask, tf.concat([tf.shape(images)[:1], [*size, 1]], 0))
     if spec["roi"] == "circle":
         gray = tf.reduce_mean(images, axis=-1)
         r_min, r_max = spec["roi_radius_range"]
         cy, cx, radius = roi.find_circle(gray, r_min, r_max)
-        return roi.annulus_mask(
-            (isize, isize), cy, cx, radius, spec["roi_inner"], spec["roi_outer"]
-        )
+        return roi.annulus_mask(size, cy, cx, radius, spec["roi_inner"], spec["roi_outer"])
     return None
+
+
+def _resize_to_spec(images: tf.Tensor, spec: dict) -> tf.Tensor:
+    if spec.get("tiles"):  # squashed to the map size; the tiles are cut later
+        return tf.image.resize(images, map_size(spec), antialias=True)
+    return _resize(images, spec["isize"], spec["resize"])
 
 
 def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
@@ -78,14 +86,16 @@ def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
         images: float32 ``[B, H, W, C]`` in [0, 255], C as ``spec["channels"]``.
         spec: the ``preprocess`` config section as a dict (``isize``,
             ``channels``, ``resize``, ``clahe``, ``clahe_clip``,
-            ``clahe_tiles``, ``roi`` and its options).
+            ``clahe_tiles``, ``roi`` and its options, ``tiles`` and the
+            resolved ``tiles_image``).
 
     Returns:
-        ``(images [B, isize, isize, C] in [-1, 1], roi [B, isize, isize, 1])``;
-        the ROI mask is all ones when no region of interest is configured.
+        ``(images [B, H, W, C] in [-1, 1], roi [B, H, W, 1])``, ``(H, W)`` the
+        map size (``isize`` square without tiles); the ROI mask is all ones
+        when no region of interest is configured.
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    images = _resize(images, spec["isize"], spec["resize"])
+    images = _resize_to_spec(images, spec)
     images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
     if spec["clahe"]:
         from models.clahe import clahe  # noqa: PLC0415 - only configs with CLAHE need it
@@ -102,9 +112,9 @@ def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
 def resize_mask(mask, spec: dict):
     """A ground-truth mask ``[H, W]`` through the same geometry as its image.
 
-    Returns a uint8 ``[isize, isize]`` array of 0/1 (numpy), so pixel metrics
+    Returns a uint8 array of 0/1 (numpy) of the map size, so pixel metrics
     compare maps and masks on the same grid.
     """
     mask = tf.convert_to_tensor(mask, tf.float32)[None, :, :, None]
-    small = _resize(mask, spec["isize"], spec["resize"])
+    small = _resize_to_spec(mask, spec)
     return (small[0, :, :, 0].numpy() > 0.5).astype("uint8")

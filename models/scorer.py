@@ -23,6 +23,7 @@ from keras import ops
 from models import scoring
 from models.networks import float32_outputs
 from models.options import ScoreOptions, from_dict
+from models.tiling import TileGrid
 
 # Per-pixel map statistics are shrunk towards the global ones as if this many
 # extra images had the global statistics: stable with few validation images.
@@ -36,15 +37,25 @@ class Scorer(keras.layers.Layer):
     Args:
         model: a trained ``GANomaly`` (its ``generator``, ``discriminator`` and ``isize``).
         options: a ``ScoreOptions`` or its dict; the defaults when None.
+        grid: with ``preprocess.tiles``, the ``TileGrid`` of the preprocessed
+            images: they are scored tile by tile and the maps stitched back.
     """
 
-    def __init__(self, model, options: ScoreOptions | dict | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        options: ScoreOptions | dict | None = None,
+        grid: TileGrid | None = None,
+        **kwargs,
+    ):
         # Scores in float32 even under a mixed_float16 policy (networks trained in float16).
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.options = from_dict(ScoreOptions, options)
         self.options.check()
         self.isize = model.isize
+        self.grid = grid
+        self.map_size = grid.size if grid else (self.isize, self.isize)
         self.map_kinds = self.options.map_kinds
         self.generator = model.generator
         self.discriminator = model.discriminator if "discriminator" in self.map_kinds else None
@@ -56,7 +67,7 @@ class Scorer(keras.layers.Layer):
             )
         # Standardisation from validation normals: each map of the kind (per
         # pixel or global), then the [latent, map] image scores.
-        map_shape = (len(self.map_kinds), self.isize, self.isize)
+        map_shape = (len(self.map_kinds), *self.map_size)
         self.map_mean = self.add_weight(
             shape=map_shape, initializer="zeros", trainable=False, name="map_mean"
         )
@@ -72,9 +83,25 @@ class Scorer(keras.layers.Layer):
         self.built = True
 
     def raw_scores(self, images) -> dict:
-        """Unscaled latent distance and the kind's maps, in inference mode."""
-        sigma = self.options.smoothing_sigma
+        """Unscaled latent distance and the kind's maps, in inference mode.
+
+        With tiles: each tile's maps and reconstruction stitched back into the
+        image's, and the image's latent distance the largest of its tiles'.
+        """
         images = ops.cast(images, "float32")
+        if self.grid is None:
+            return self._raw_scores(images)
+        raw = self._raw_scores(self.grid.cut(images))
+        latent = ops.reshape(raw.pop("latent"), (-1, self.grid.count))
+        stitched = {"latent": ops.max(latent, axis=1)}
+        stitched["reconstruction"] = self.grid.stitch(raw.pop("reconstruction"))
+        for name, tile_maps in raw.items():
+            stitched[name] = self.grid.stitch(tile_maps[..., None])[..., 0]
+        return stitched
+
+    def _raw_scores(self, images) -> dict:
+        """``raw_scores`` of ``[B, isize, isize, C]`` model inputs."""
+        sigma = self.options.smoothing_sigma
         reconstruction, latent_i, latent_o = float32_outputs(self.generator(images, training=False))
         raw = {
             "latent": scoring.latent_distance(latent_i, latent_o),
@@ -113,10 +140,11 @@ class Scorer(keras.layers.Layer):
         """Standardised image score of the kind and its anomaly map, per image.
 
         Args:
-            images: ``[B, isize, isize, C]`` preprocessed to [-1, 1].
+            images: ``[B, H, W, C]`` preprocessed to [-1, 1]; ``(H, W)`` is
+                ``map_size`` (``isize`` square without tiles).
 
         Returns:
-            ``score [B]``, ``anomaly_map [B, isize, isize]``, ``latent [B]``,
+            ``score [B]``, ``anomaly_map [B, H, W]``, ``latent [B]``,
             ``map_score [B]`` and ``reconstruction``; scores and maps are in
             units of the validation normals' standard deviation.
         """
@@ -152,7 +180,7 @@ class Scorer(keras.layers.Layer):
         """Freezes the map and score standardisation from validation normals.
 
         Args:
-            normal_images: an iterable of ``[B, isize, isize, C]`` batches of
+            normal_images: an iterable of ``[B, H, W, C]`` batches of
                 normal images that the model was not trained on.
 
         Returns:

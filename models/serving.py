@@ -12,7 +12,8 @@ runs none of this project's Python):
   decoded by ``models.decoding.decode`` (the decoder of the training data).
 
 Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
-float32 ``[N, isize, isize]`` (zero outside the region of interest), and both take an
+float32 ``[N, isize, isize]`` (with ``preprocess.tiles``: ``[N, H, W]``, the stitched map
+at the model card's ``map_size``; zero outside the region of interest), and both take an
 empty batch. A bad request fails with ``InvalidArgument`` and one sentence naming the
 problem and what is expected (``models.decoding.error_sentence`` extracts it).
 """
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from models.decoding import decode
 from models.preprocessing import preprocess
+from models.tiling import map_size
 
 SIGNATURES = ("serving_default", "serving_bytes")
 # The model card beside the graph in ``assets/``: what ``ganomaly predict`` reads.
@@ -87,7 +89,7 @@ def _decode_one(encoded: tf.Tensor, index: tf.Tensor, channels: int) -> tf.Tenso
 
 def serving_functions(scorer, spec: dict, threshold: float) -> dict:
     """The two endpoint functions (plain Python, traced by the archive)."""
-    channels, isize = spec["channels"], spec["isize"]
+    channels, (height, width) = spec["channels"], map_size(spec)
     threshold = tf.constant(threshold, tf.float32)
 
     def decide(images: tf.Tensor, roi: tf.Tensor) -> dict:
@@ -102,7 +104,7 @@ def serving_functions(scorer, spec: dict, threshold: float) -> dict:
         return {
             "score": tf.zeros([0], tf.float32),
             "is_anomaly": tf.zeros([0], tf.bool),
-            "anomaly_map": tf.zeros([0, isize, isize], tf.float32),
+            "anomaly_map": tf.zeros([0, height, width], tf.float32),
         }
 
     def from_images(images):
@@ -121,8 +123,8 @@ def serving_functions(scorer, spec: dict, threshold: float) -> dict:
             one,
             (encoded, indices),
             fn_output_signature=(
-                tf.TensorSpec([isize, isize, channels], tf.float32),
-                tf.TensorSpec([isize, isize, 1], tf.float32),
+                tf.TensorSpec([height, width, channels], tf.float32),
+                tf.TensorSpec([height, width, 1], tf.float32),
             ),
         )
         return tf.cond(tf.size(indices) > 0, lambda: decide(model_inputs, roi), nothing)

@@ -117,7 +117,7 @@ def _resolved(config, inputs: dict[str, Path]):
         return config
     from pipeline.core import records  # noqa: PLC0415 - imports TensorFlow
 
-    return records.with_resolved_channels(config, inputs["preprocess"])
+    return records.with_resolved_spec(config, inputs["preprocess"])
 
 
 def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None:

@@ -53,7 +53,7 @@ def score_table(config, run_path, kinds=None) -> list[str]:
     from pipeline.core import modeling, records  # noqa: PLC0415
 
     preprocess_dir = artifacts.require_stage(run_path, "preprocess")
-    config = records.with_resolved_channels(config, preprocess_dir)
+    config = records.with_resolved_spec(config, preprocess_dir)
     model = modeling.load_trained(config, artifacts.require_stage(run_path, "train"))
     scorable = [k for k in SCORE_KINDS if model.head is not None or "head" not in MAPS_OF_KIND[k]]
     if kinds is None:

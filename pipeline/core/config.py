@@ -66,6 +66,10 @@ class PreprocessConfig:
     roi_radius_range: list = field(default_factory=lambda: [0.3, 0.5])  # of the short side
     roi_inner: float = 0.0  # annulus, as a fraction of the found radius
     roi_outer: float = 1.0
+    # Native-resolution tiles: [side, overlap] in original pixels ([]: the whole image).
+    tiles: list = field(default_factory=list)
+    # [H, W] every image is squashed to before tiling ([]: the training images' median size).
+    tiles_image: list = field(default_factory=list)
     shard_images: int = 1000
 
 
@@ -237,6 +241,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"preprocess.isize: {p.isize} is not a multiple of 16 of at least 32")
     if p.channels not in (1, 3, "auto"):
         raise ConfigError(f"preprocess.channels: {p.channels!r} is not 1, 3 or auto")
+    _validate_tiles(p)
     if not 0.0 <= config.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: {config.data.val_fraction} is not in [0, 1)")
     if not 0.0 <= config.data.val_abnormal_fraction < 1.0:
@@ -258,6 +263,28 @@ def _validate(config: Config) -> None:
         except ValueError as err:
             raise ConfigError(f"{section}.{err}") from None
     _validate_defect_head(config)
+
+
+def _positive_ints(values: list, count: int) -> bool:
+    return len(values) == count and all(_is(v, int) and v > 0 for v in values)
+
+
+def _validate_tiles(p: PreprocessConfig) -> None:
+    if not p.tiles:
+        return
+    side, overlap = (p.tiles + [None, None])[:2]
+    if not (len(p.tiles) == 2 and _is(side, int) and _is(overlap, int) and 0 <= overlap < side):
+        raise ConfigError(
+            f"preprocess.tiles: {p.tiles!r} is not [side, overlap] in pixels "
+            "with 0 <= overlap < side (e.g. [256, 32])"
+        )
+    if p.tiles_image and not _positive_ints(p.tiles_image, 2):
+        raise ConfigError(f"preprocess.tiles_image: {p.tiles_image!r} is not [height, width]")
+    if p.resize != "squash":
+        raise ConfigError(
+            f"preprocess.resize: {p.resize!r} does not go with tiles, which cover the whole "
+            "image; use squash (the tiles keep the aspect when tiles_image does)"
+        )
 
 
 def _validate_defect_head(config: Config) -> None:

@@ -9,11 +9,13 @@ Stages build models only through here, so no stage imports another stage.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 from models.ganomaly import GANomaly
 from models.scorer import Scorer
+from models.tiling import TileGrid
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 
@@ -32,8 +34,12 @@ def build_model(config: Config) -> GANomaly:
 
 
 def build_scorer(config: Config, model: GANomaly) -> Scorer:
-    """The scorer of ``config.score`` over ``model``'s networks (statistics not yet set)."""
-    return Scorer(model, config.score)
+    """The scorer of ``config.score`` over ``model``'s networks (statistics not yet set).
+
+    With ``preprocess.tiles`` the config must hold the resolved ``tiles_image``
+    (``records.with_resolved_spec``).
+    """
+    return Scorer(model, config.score, grid=TileGrid.of(dataclasses.asdict(config.preprocess)))
 
 
 def load_weights(model: GANomaly, path: Path) -> None:

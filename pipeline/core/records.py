@@ -4,7 +4,8 @@
     for example in records.read_split(preprocess_dir, "val"): ...
 
 One record per image: the model input (float32 ``[isize, isize, C]`` in
-[-1, 1]), its ROI and ground-truth masks at ``isize`` (uint8 0/1), label,
+[-1, 1]; with tiles the whole image at its map size), its ROI and
+ground-truth masks on the same grid (uint8 0/1), label,
 defect type and source path. ``preprocess.json`` beside the shards holds the
 spec and each split's shards and counts.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from models.tiling import map_size
 
 INFO_FILE = "preprocess.json"
 _FEATURES = {
@@ -51,28 +54,33 @@ def read_info(preprocess_dir: Path) -> dict:
     return json.loads((Path(preprocess_dir) / INFO_FILE).read_text())
 
 
-def with_resolved_channels(config, preprocess_dir: Path):
-    """``config`` with ``preprocess.channels: auto`` replaced by what preprocess chose."""
-    if config.preprocess.channels != "auto":
+def with_resolved_spec(config, preprocess_dir: Path):
+    """``config`` with what preprocess resolved: ``channels: auto``, an empty ``tiles_image``."""
+    p = config.preprocess
+    unresolved = {
+        "channels": p.channels == "auto",
+        "tiles_image": bool(p.tiles) and not p.tiles_image,
+    }
+    if not any(unresolved.values()):
         return config
-    channels = read_info(preprocess_dir)["spec"]["channels"]
-    preprocess = dataclasses.replace(config.preprocess, channels=channels)
-    return dataclasses.replace(config, preprocess=preprocess)
+    spec = read_info(preprocess_dir)["spec"]
+    resolved = {key: spec[key] for key, pending in unresolved.items() if pending}
+    return dataclasses.replace(config, preprocess=dataclasses.replace(p, **resolved))
 
 
 def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
     """The records of one split as a dataset of dicts (unbatched, in manifest order)."""
     info = read_info(preprocess_dir)
-    isize, channels = info["spec"]["isize"], info["spec"]["channels"]
+    (height, width), channels = map_size(info["spec"]), info["spec"]["channels"]
     files = [str(Path(preprocess_dir) / name) for name in info["splits"][split]["shards"]]
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, _FEATURES)
         ex["image"] = tf.reshape(
-            tf.io.decode_raw(ex["image"], tf.float32), (isize, isize, channels)
+            tf.io.decode_raw(ex["image"], tf.float32), (height, width, channels)
         )
-        ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), (isize, isize))
-        ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), (isize, isize))
+        ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), (height, width))
+        ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), (height, width))
         return ex
 
     return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)

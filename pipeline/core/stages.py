@@ -85,7 +85,7 @@ STAGES: tuple[Stage, ...] = (
         summary="preprocess into TFRecords",
         writes=(
             Output("preprocess.json", "the preprocessing spec and each split's shards and counts"),
-            Output("*.tfrecord", "model inputs, ROI and ground-truth masks at isize"),
+            Output("*.tfrecord", "model inputs, ROI and ground-truth masks (the map size)"),
         ),
     ),
     Stage(
