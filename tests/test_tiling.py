@@ -154,3 +154,21 @@ def test_regions_are_boxed_in_original_pixels(tiled_run):
     regions = pd.read_csv(run_path / "evaluate" / "regions.csv")
     assert len(regions) > 0
     assert regions["y1"].max() <= 64 and regions["x1"].max() <= 64
+
+
+def test_tiles_image_defaults_to_the_training_images_median_size():
+    from components.preprocess import resolve
+
+    manifest = pd.DataFrame(
+        {
+            "split": ["train"] * 5 + ["test"],
+            "height": [100, 120, 300, 130, 90, 2000],
+            "width": [50, 61, 70, 80, 400, 2000],
+            "channels": [1] * 6,
+        }
+    )
+    spec = resolve({"isize": 32, "channels": 1, "tiles": [64, 16], "tiles_image": []}, manifest)
+    assert spec["tiles_image"] == [120, 70]  # the test image is not counted
+    given = {"isize": 32, "channels": "auto", "tiles": [64, 0], "tiles_image": [90, 90]}
+    chosen = resolve(given, manifest)
+    assert chosen["tiles_image"] == [90, 90] and chosen["channels"] == 1
