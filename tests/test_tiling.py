@@ -172,3 +172,14 @@ def test_tiles_image_defaults_to_the_training_images_median_size():
     given = {"isize": 32, "channels": "auto", "tiles": [64, 0], "tiles_image": [90, 90]}
     chosen = resolve(given, manifest)
     assert chosen["tiles_image"] == [90, 90] and chosen["channels"] == 1
+
+
+def test_a_stitched_map_of_another_aspect_goes_back_onto_the_whole_image():
+    from components.localize import full_size
+
+    amap = np.zeros((50, 34))
+    amap[10:20, 30:] = 5.0  # a hot spot at the right edge of the map
+    full = full_size(amap, (200, 136))
+    assert full.shape == (200, 136) and not np.isnan(full).any()
+    hot = np.argwhere(full > 2.5)
+    assert hot[:, 0].min() >= 36 and hot[:, 0].max() <= 84 and hot[:, 1].min() >= 116
