@@ -110,6 +110,7 @@ def tiled_run(tmp_path_factory, mlflow_uri, data_dir):
     return config, run_path
 
 
+@pytest.mark.slow
 def test_preprocess_keeps_the_whole_image_at_native_resolution(tiled_run):
     _, run_path = tiled_run
     spec = json.loads((run_path / "preprocess" / "preprocess.json").read_text())["spec"]
@@ -120,6 +121,7 @@ def test_preprocess_keeps_the_whole_image_at_native_resolution(tiled_run):
     assert 0.2 < roi.mean() < 0.8 and not roi[0, 0] and not roi[32, 32]
 
 
+@pytest.mark.slow
 def test_training_steps_over_the_tiles(tiled_run):
     _, run_path = tiled_run
     history = pd.read_csv(run_path / "train" / "history.csv")
@@ -129,6 +131,7 @@ def test_training_steps_over_the_tiles(tiled_run):
     assert summary["steps_per_epoch"] == -(-36 * 9 // 16)
 
 
+@pytest.mark.slow
 def test_evaluate_and_the_saved_model_score_whole_images(tiled_run):
     _, run_path = tiled_run
     metrics = json.loads((run_path / "evaluate" / "metrics.json").read_text())
@@ -149,6 +152,7 @@ def test_evaluate_and_the_saved_model_score_whole_images(tiled_run):
     assert json.loads(card_file.read_text())["map_size"] == [64, 64]
 
 
+@pytest.mark.slow
 def test_regions_are_boxed_in_original_pixels(tiled_run):
     _, run_path = tiled_run
     regions = pd.read_csv(run_path / "evaluate" / "regions.csv")
