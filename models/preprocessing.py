@@ -47,9 +47,11 @@ def content_box(height, width, isize: int, mode: str) -> tuple[tuple, tuple]:
     raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
 
 
-def _resize(images: tf.Tensor, isize: int, mode: str) -> tf.Tensor:
-    if mode == "squash":
-        return tf.image.resize(images, (isize, isize), antialias=True)
+def _resize(images: tf.Tensor, spec: dict) -> tf.Tensor:
+    """To the map size: ``isize`` square, or with tiles the whole image at tile scale."""
+    isize, mode = spec["isize"], spec["resize"]
+    if mode == "squash":  # the only mode with tiles (the config refuses the others)
+        return tf.image.resize(images, map_size(spec), antialias=True)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     (top, left, bottom, right), (y0, x0, y1, x1) = content_box(height, width, isize, mode)
     content = images[:, y0:y1, x0:x1, :]
@@ -73,12 +75,6 @@ def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:
     return None
 
 
-def _resize_to_spec(images: tf.Tensor, spec: dict) -> tf.Tensor:
-    if spec.get("tiles"):  # squashed to the map size; the tiles are cut later
-        return tf.image.resize(images, map_size(spec), antialias=True)
-    return _resize(images, spec["isize"], spec["resize"])
-
-
 def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
     """Raw images to the model's input.
 
@@ -95,7 +91,7 @@ def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
         when no region of interest is configured.
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    images = _resize_to_spec(images, spec)
+    images = _resize(images, spec)
     images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
     if spec["clahe"]:
         from models.clahe import clahe  # noqa: PLC0415 - only configs with CLAHE need it
@@ -116,5 +112,5 @@ def resize_mask(mask, spec: dict):
     compare maps and masks on the same grid.
     """
     mask = tf.convert_to_tensor(mask, tf.float32)[None, :, :, None]
-    small = _resize_to_spec(mask, spec)
+    small = _resize(mask, spec)
     return (small[0, :, :, 0].numpy() > 0.5).astype("uint8")

@@ -187,3 +187,7 @@ def test_a_stitched_map_of_another_aspect_goes_back_onto_the_whole_image():
     assert full.shape == (200, 136) and not np.isnan(full).any()
     hot = np.argwhere(full > 2.5)
     assert hot[:, 0].min() >= 36 and hot[:, 0].max() <= 84 and hot[:, 1].min() >= 116
+    # A wide map: its columns beyond the height are part of the image too.
+    wide = full_size(amap.T, (136, 200))
+    assert wide.shape == (136, 200) and not np.isnan(wide).any()
+    np.testing.assert_allclose(wide, full.T)
