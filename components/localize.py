@@ -15,19 +15,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from components import evaluation_metrics as metrics  # noqa: E402
-from components.image_files import load_image, oriented_size  # noqa: E402
-from models.preprocessing import content_box  # noqa: E402
-from models.regions import Region, find_regions, upsample_map  # noqa: E402
+from components import evaluation_metrics as metrics
+from components import overlay
+from components.image_files import load_image, oriented_size
+from models.preprocessing import content_box
+from models.regions import Region, find_regions, upsample_map
 
 REGION_COLUMNS = [
     "path",
@@ -158,43 +154,6 @@ def localize(test: dict, threshold: float, evaluate_config, *, resize: str = "sq
     return frame.reset_index(drop=True)
 
 
-def overlay(image, amap_full, regions, gt_mask=None, threshold: float | None = None):
-    """Three panels: image | heatmap over the image | image with boxes and ground truth.
-
-    Args:
-        image: uint8 ``[H, W, 3]`` (or ``[H, W]``) original image.
-        amap_full: ``[H, W]`` anomaly map at the image size (NaN where unseen).
-        regions: ``Region`` boxes, drawn in red.
-        gt_mask: optional ``[H, W]`` ground truth, outlined in green.
-        threshold: pixel threshold; fixes the colour scale at ``[0, 2 * threshold]`` so
-            colours mean the same in every overlay (red: well above the threshold).
-
-    Returns:
-        The matplotlib Figure; the caller saves and closes it.
-
-    """
-    height, width = amap_full.shape
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4 * height / width + 0.6))
-    scale = {"vmin": 0.0, "vmax": 2.0 * threshold} if threshold and threshold > 0 else {}
-    gray = "gray" if np.ndim(image) == 2 else None
-    for ax in axes:
-        ax.imshow(image, cmap=gray)
-        ax.set_axis_off()
-    heat = axes[1].imshow(amap_full, cmap="jet", alpha=0.5, **scale)
-    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
-    for r in regions:
-        axes[2].add_patch(
-            Rectangle(
-                (r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False, ec="red", lw=2.5
-            )
-        )
-    if gt_mask is not None and np.any(gt_mask):
-        axes[2].contour(np.asarray(gt_mask, dtype=float), levels=[0.5], colors="lime", linewidths=1)
-    for ax, title in zip(axes, ("image", "anomaly map", "regions (red), truth (green)")):
-        ax.set_title(title, fontsize=9)
-    return fig
-
-
 def save_overlays(
     test: dict,
     regions_frame: pd.DataFrame,
@@ -230,20 +189,16 @@ def save_overlays(
         i = index[str(path)]
         image = load_image(Path(path), 3)
         amap = full_size(test["anomaly_map"][i], image.shape[:2], resize)
-        fig = overlay(
+        picture = overlay.draw(
             image,
             amap,
             _regions_of(by_path.get(str(path))),
             _gt_mask(mask_paths, path, image.shape[:2]),
             threshold,
-        )
-        fig.suptitle(
             f"{Path(path).name}  [{test['defect_type'][i]}]  score {float(test['score'][i]):.2f}",
-            fontsize=10,
         )
         target = folder / _overlay_name(i, test["defect_type"][i], path)
-        fig.savefig(target, dpi=100)
-        plt.close(fig)
+        picture.save(target, compress_level=1)
         written.append(target)
     return written
 

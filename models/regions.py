@@ -8,6 +8,7 @@ plain numpy/scipy so it runs in the scoring service without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from scipy import ndimage
@@ -49,17 +50,23 @@ def upsample_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = (int(s) for s in size)
     if height <= 0 or width <= 0:
         raise ValueError(f"target size must be positive, got {size}")
-    rows = _source_coordinates(amap.shape[0], height)
-    cols = _source_coordinates(amap.shape[1], width)
-    grid = np.meshgrid(rows, cols, indexing="ij")
-    # map_coordinates, unlike ndimage.zoom, fixes the output shape by construction.
-    return ndimage.map_coordinates(amap, grid, order=1, mode="nearest")
+    # Bilinear is separable: one interpolation matrix per axis, two small matrix products
+    # (cached per size: several times faster than ndimage.map_coordinates, same values).
+    return _interpolation(amap.shape[0], height) @ amap @ _interpolation(amap.shape[1], width).T
 
 
-def _source_coordinates(n_in: int, n_out: int) -> np.ndarray:
-    """Input coordinate of each output pixel centre, clamped to the input's centres."""
-    coords = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    return np.clip(coords, 0.0, n_in - 1.0)
+@functools.lru_cache(maxsize=64)  # a folder's images share a few sizes
+def _interpolation(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` linear weights: output pixel centres sampled from input centres."""
+    coords = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+    low = np.floor(coords).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    weights = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, low), 1.0 - (coords - low))
+    np.add.at(weights, (rows, high), coords - low)
+    weights.flags.writeable = False  # shared by every call through the cache
+    return weights
 
 
 def find_regions(

@@ -9,10 +9,14 @@ Writes into ``--out``:
 - ``predictions.csv``: path, score, is_anomaly, regions and their boxes in original
   pixels (``y0 x0 y1 x1`` each, ``;`` between boxes), from the pixel threshold and
   region rules stored in the version's ``assets/ganomaly.json``.
-- ``overlays/<name>.png`` for every flagged image: image, heatmap, boxes.
+- ``overlays/<name>.png`` for every flagged image: image, heatmap, boxes
+  (``--no-overlays``: none).
 - ``errors.csv``: inputs that could not be scored and why; they do not stop the run.
 Files are scored in batches through the ``serving_bytes`` signature, the way TF Serving
 scores them; a batch the model refuses is retried file by file to find the bad ones.
+The next batch is read on a thread while the model scores this one, and overlays are
+drawn on another (numpy and Pillow, a few milliseconds each), so neither waits for the
+model nor holds it up.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -96,15 +101,15 @@ class Predictor:
         return full, found
 
 
-def _score_batch(predictor: Predictor, batch: list[tuple[Path, bytes]], errors: list) -> list:
-    """``(path, bytes, outputs of one image)`` for each file the model scores."""
+def _score_batch(predictor: Predictor, batch: list[tuple], errors: list) -> list:
+    """``(path, bytes, (H, W), outputs of one image)`` for each file the model scores."""
     from models.decoding import error_sentence  # noqa: PLC0415
 
+    if not batch:
+        return []
     try:
-        out = predictor.score([data for _, data in batch])
-        return [
-            (path, data, {k: v[i] for k, v in out.items()}) for i, (path, data) in enumerate(batch)
-        ]
+        out = predictor.score([data for _, data, _ in batch])
+        return [(*item, {k: v[i] for k, v in out.items()}) for i, item in enumerate(batch)]
     except predictor.tf.errors.InvalidArgumentError as err:
         if len(batch) == 1:
             errors.append((str(batch[0][0]), error_sentence(err)))
@@ -113,47 +118,81 @@ def _score_batch(predictor: Predictor, batch: list[tuple[Path, bytes]], errors: 
     return [row for item in batch for row in _score_batch(predictor, [item], errors)]
 
 
-def _read(paths: list[Path], errors: list) -> list[tuple[Path, bytes]]:
-    readable = []
+def _read(paths: list[Path]) -> tuple[list[tuple[Path, bytes, tuple]], list]:
+    """``(path, bytes, (H, W))`` of each readable file, and ``(path, reason)`` of the rest."""
+    from components.localize import image_size  # noqa: PLC0415
+
+    readable, errors = [], []
     for path in paths:
         try:
-            readable.append((path, path.read_bytes()))
+            data = path.read_bytes()
         except OSError as err:
             errors.append((str(path), f"cannot read ({err.strerror or err})"))
-    return readable
+            continue
+        try:
+            size = image_size(path)
+        except Exception:  # noqa: BLE001 - not an image: the model names the problem
+            size = None
+        readable.append((path, data, size))
+    return readable, errors
 
 
-def _overlay(predictor: Predictor, path: Path, data: bytes, out: dict, full, found, folder):
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    from components.localize import overlay  # noqa: PLC0415
+def _decoded_size(data: bytes) -> tuple[int, int]:
+    """``(H, W)`` through the model's own decoder, for a header Pillow could not read."""
     from models.decoding import decode_bytes  # noqa: PLC0415
 
-    fig = overlay(decode_bytes(data, 3), full, found, None, predictor.card["pixel_threshold"])
-    fig.suptitle(f"{path.name}  score {float(out['score']):.2f}", fontsize=10)
-    folder.mkdir(exist_ok=True)
-    fig.savefig(folder / f"{path.stem}.png", dpi=100)
-    plt.close(fig)
+    return tuple(decode_bytes(data, 1).shape[:2])
 
 
-def predict(model: Path, inputs: list[str], out_dir: Path, batch_size: int = 16) -> dict:
+def _draw_overlay(card: dict, path: Path, data: bytes, score: float, full, found, folder):
+    from components import overlay  # noqa: PLC0415
+    from models.decoding import decode_bytes  # noqa: PLC0415
+
+    title = f"{path.name}  score {score:.2f}"
+    picture = overlay.draw(decode_bytes(data, 3), full, found, None, card["pixel_threshold"], title)
+    picture.save(folder / f"{path.stem}.png", compress_level=1)
+
+
+def _batches(files: list[Path], batch_size: int, reader: ThreadPoolExecutor):
+    """Each batch's ``_read`` result; the next batch is read while this one is scored."""
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    pending = reader.submit(_read, batches[0]) if batches else None
+    for i in range(len(batches)):
+        current = pending.result()
+        if i + 1 < len(batches):
+            pending = reader.submit(_read, batches[i + 1])
+        yield current
+
+
+def predict(
+    model: Path, inputs: list[str], out_dir: Path, batch_size: int = 64, overlays: bool = True
+) -> dict:
     """Scores every input file; writes predictions, overlays and errors; returns a summary."""
     files, version_dir = input_files(inputs), version_folder(model)
     # TensorFlow only once the arguments are known to be good: errors come in a blink.
-    from components.localize import image_size  # noqa: PLC0415
     from pipeline.core.progress import progress  # noqa: PLC0415
 
     predictor = Predictor(version_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, errors, started = [], [], time.perf_counter()
-    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    for batch in progress(batches, len(batches), f"[predict] {len(files)} images, batch"):
-        for path, data, out in _score_batch(predictor, _read(batch, errors), errors):
-            full, found = predictor.regions(out["anomaly_map"], image_size(path))
-            boxes = ";".join(f"{r.y0} {r.x0} {r.y1} {r.x1}" for r in found)
-            rows.append((str(path), float(out["score"]), int(out["is_anomaly"]), len(found), boxes))
-            if out["is_anomaly"]:
-                _overlay(predictor, path, data, out, full, found, out_dir / "overlays")
+    folder = out_dir / "overlays"
+    rows, errors, drawn, started = [], [], [], time.perf_counter()
+    n_batches = -(-len(files) // batch_size)
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as painter:
+        batches = _batches(files, batch_size, reader)
+        label = f"[predict] {len(files)} images, batch"
+        for readable, unreadable in progress(batches, n_batches, label):
+            errors += unreadable
+            for path, data, size, out in _score_batch(predictor, readable, errors):
+                full, found = predictor.regions(out["anomaly_map"], size or _decoded_size(data))
+                boxes = ";".join(f"{r.y0} {r.x0} {r.y1} {r.x1}" for r in found)
+                score, flagged = float(out["score"]), int(out["is_anomaly"])
+                rows.append((str(path), score, flagged, len(found), boxes))
+                if flagged and overlays:
+                    folder.mkdir(exist_ok=True)
+                    args = (predictor.card, path, data, score, full, found, folder)
+                    drawn.append(painter.submit(_draw_overlay, *args))
+        for future in drawn:
+            future.result()  # an overlay that failed to draw fails the run, not silently
     _write_csv(out_dir / "predictions.csv", PREDICTION_COLUMNS, rows)
     _write_csv(out_dir / "errors.csv", ["path", "reason"], errors)
     seconds = time.perf_counter() - started
@@ -181,13 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, type=Path, help="model or version folder")
     parser.add_argument("--input", required=True, nargs="+", help="image files and folders")
     parser.add_argument("--out", required=True, type=Path, help="where predictions go")
-    parser.add_argument("--batch-size", type=int, default=16, help="files per request")
+    parser.add_argument("--batch-size", type=int, default=64, help="files per request")
+    parser.add_argument(
+        "--no-overlays", action="store_true", help="no overlay images (throughput only)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
-        summary = predict(args.model, args.input, args.out, args.batch_size)
+        summary = predict(
+            args.model, args.input, args.out, args.batch_size, overlays=not args.no_overlays
+        )
     except PredictError as err:
         print(f"ganomaly predict: error: {err}", file=sys.stderr)
         return 2

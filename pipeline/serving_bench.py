@@ -5,8 +5,11 @@
 Exports the config's scorer (untrained weights: the same graph and the same work as a
 trained one) through the export stage's own archive, reloads it as TF Serving would, and
 measures on this CPU: batch-1 latency (p50 and p95, ms) through each signature, images/s
-at batch 64 through each, ``ganomaly predict`` images/s on a folder, and the SavedModel's
-size (MB). Images are the size of the config's built-in data (``data.synthetic_size``).
+at batch 64 through each, ``ganomaly predict`` images/s on a folder of 400 PNGs (nothing
+flagged: ``predict_img_s``; every image flagged, with and without overlays:
+``predict_img_s_flagged``, ``predict_img_s_flagged_no_overlays``; from the first request,
+after the model is loaded), and the SavedModel's size (MB). Images are the size of the
+config's built-in data (``data.synthetic_size``).
 Prints one JSON object, last on its output.
 """
 
@@ -25,11 +28,14 @@ import numpy as np
 from pipeline.model_bench import timed
 
 BATCH = 64
-PREDICT_IMAGES = 64
+PREDICT_IMAGES = 400
 
 
-def _export(config, folder: Path) -> Path:
-    """The config's scorer as the export stage writes it (with a stand-in model card)."""
+def _export(config, folder: Path, threshold: float = 1e9) -> Path:
+    """The config's scorer as the export stage writes it (with a stand-in model card).
+
+    The default threshold flags nothing; ``-1e9`` flags every image (and every pixel).
+    """
     import dataclasses  # noqa: PLC0415
 
     from models.serving import serving_archive  # noqa: PLC0415
@@ -37,14 +43,13 @@ def _export(config, folder: Path) -> Path:
 
     scorer = modeling.build_scorer(config, modeling.build_model(config))
     spec = dataclasses.asdict(config.preprocess)
-    # No image flagged: predict's figure is scoring and regions, without overlay drawing.
-    archive, _ = serving_archive(scorer, spec, threshold=1e9)
-    target = folder / "model" / "1"
+    archive, _ = serving_archive(scorer, spec, threshold=threshold)
+    target = folder / "1"
     archive.write_out(str(target), verbose=False)
     card = {
         "version": 1,
         "preprocess": spec,
-        "pixel_threshold": 1e9,
+        "pixel_threshold": threshold,
         "regions": {"min_area": 16, "max_area": 0, "min_mean": 0.0},
     }
     (target / "assets" / "ganomaly.json").write_text(json.dumps(card))
@@ -86,11 +91,10 @@ def measure(config, repeats: int) -> dict:
     import tensorflow as tf  # noqa: PLC0415
 
     from components.export import saved_size_mb  # noqa: PLC0415
-    from pipeline import predict  # noqa: PLC0415
 
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        target = _export(config, Path(tmp))
+        target = _export(config, Path(tmp) / "model")
         result["export_size_mb"] = saved_size_mb(target)
         signatures = tf.saved_model.load(str(target)).signatures
         files = _png_files(config, BATCH)
@@ -106,13 +110,31 @@ def measure(config, repeats: int) -> dict:
             result[f"latency_ms_b1_p50_{name}"] = p50
             result[f"latency_ms_b1_p95_{name}"] = p95
             result[f"img_s_b{BATCH}_{name}"] = _images_per_s(lambda call=call: call(BATCH), BATCH)
-        inbox = Path(tmp) / "inbox"
-        inbox.mkdir()
-        for i, data in enumerate(_png_files(config, PREDICT_IMAGES)):
-            (inbox / f"{i:04d}.png").write_bytes(data)
-        summary = predict.predict(target.parent, [str(inbox)], Path(tmp) / "out")
-        result["predict_img_s"] = summary["images_per_s"]
+        result.update(_predict_rates(config, Path(tmp), target.parent))
     return result
+
+
+def _predict_rates(config, tmp: Path, quiet_model: Path) -> dict:
+    """``ganomaly predict`` images/s on a folder: nothing flagged, every image flagged."""
+    from pipeline import predict  # noqa: PLC0415
+
+    inbox = tmp / "inbox"
+    inbox.mkdir()
+    for i, data in enumerate(_png_files(config, PREDICT_IMAGES)):
+        (inbox / f"{i:04d}.png").write_bytes(data)
+    flagging_model = _export(config, tmp / "flagging", threshold=-1e9).parent
+    runs = {
+        "predict_img_s": (quiet_model, True),
+        "predict_img_s_flagged": (flagging_model, True),
+        "predict_img_s_flagged_no_overlays": (flagging_model, False),
+    }
+    rates = {}
+    for key, (model, overlays) in runs.items():
+        out = tmp / key
+        summary = predict.predict(model, [str(inbox)], out, overlays=overlays)
+        assert summary["flagged"] == (0 if model == quiet_model else PREDICT_IMAGES), summary
+        rates[key] = summary["images_per_s"]
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import localize
+from components import localize, overlay
 from pipeline.core.config import EvaluateConfig
 
 H, W, S = 40, 56, 16
@@ -135,4 +135,4 @@ def test_save_overlays_writes_valid_pngs(tmp_path):
         assert file.parent == tmp_path / "out" / "overlays"
         with Image.open(file) as img:
             img.verify()
-            assert img.format == "PNG" and img.size[0] == 1200  # 12 in at 100 dpi
+            assert img.format == "PNG" and img.size == overlay.layout(H, W)[2]

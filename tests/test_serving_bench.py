@@ -17,3 +17,4 @@ def test_main_prints_every_key_as_one_json_line_last(capsys, monkeypatch):
         assert 0 < p50 <= result[f"latency_ms_b1_p95_{signature}"]
         assert result[f"img_s_b4_{signature}"] > 0
     assert result["predict_img_s"] > 0 and 0 < result["export_size_mb"] < 50
+    assert result["predict_img_s_flagged"] > 0 and result["predict_img_s_flagged_no_overlays"] > 0
