@@ -279,3 +279,51 @@ def test_one_discriminator_pass_per_batch_trains_as_the_two_phase_step():
         for a, b in pairs:
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
     assert ganomaly.D_BN_MOMENTUM == pytest.approx(0.81)  # two 0.9 updates folded into one
+
+
+def _bn_batch_means(discriminator, images) -> list:
+    """Each batch-norm layer's input mean over the batch (what its moving mean moves to)."""
+    bns = [
+        layer
+        for layer in discriminator.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    probe = keras.Model(discriminator.inputs, [bn.input for bn in bns])
+    return [np.asarray(x).mean(axis=(0, 1, 2)) for x in probe(images, training=True)]
+
+
+def test_one_discriminator_pass_moves_the_running_statistics_by_its_stated_weights():
+    # One step from the same weights. The original (momentum 0.9, four passes: real,
+    # fake, real, fake) leaves 0.9^4 m0 + 0.1629 r + 0.181 f; one pass each at 0.81
+    # leaves 0.81^2 m0 + 0.1539 r + 0.19 f: the old average decays the same, the two
+    # batches' weights differ by 0.009 (r, f: the real and fake batches' means).
+    import tensorflow as tf
+
+    images = tf.constant(_images(4, seed=5))
+    moving, batch_means = {}, None
+    for name in ("one_pass", "original"):
+        keras.utils.set_random_seed(3)
+        model = _compile(GANomaly(**SMALL))
+        bns = [w for w in model.discriminator.weights if "moving_mean" in w.path]
+        before = [w.numpy() for w in bns]
+        reconstruction = model.generator(images, training=True)[0]
+        means = [_bn_batch_means(model.discriminator, x) for x in (images, reconstruction)]
+        for w, value in zip(bns, before):  # the probe's own passes moved them: put back
+            w.assign(value)
+        if name == "original":
+            for layer in model.discriminator.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.9
+            _two_phase_step(model, images)
+        else:
+            tf.function(lambda m, x: m.train_step(x))(model, images)
+        moving[name] = [w.numpy() for w in bns]
+        batch_means = batch_means or (before, *means)
+    before, real, fake = batch_means
+    for i, m0 in enumerate(before):
+        expected_one = 0.6561 * m0 + 0.81 * 0.19 * real[i] + 0.19 * fake[i]
+        expected_original = 0.6561 * m0 + 0.1 * (0.729 + 0.9) * real[i] + 0.1 * (0.81 + 1) * fake[i]
+        np.testing.assert_allclose(moving["one_pass"][i], expected_one, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(moving["original"][i], expected_original, rtol=1e-4, atol=1e-5)
+        gap = np.abs(moving["one_pass"][i] - moving["original"][i])
+        assert np.all(gap <= 0.0091 * np.abs(real[i] - fake[i]) + 1e-5)

@@ -1,9 +1,9 @@
 """The house plan: imports point down, stages never import each other, the stage table rules.
 
-    models/          networks, losses, the GANomaly, the scorer: imports no project layer above
-    pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
-    components/      the stages and their helpers: import pipeline/core/ and models/
-    pipeline/        entry points (cli, tracking, score_table, benches): import anything
+models/          networks, losses, the GANomaly, the scorer: imports no project layer above
+pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
+components/      the stages and their helpers: import pipeline/core/ and models/
+pipeline/        entry points (cli, tracking, score_table, benches): import anything
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGE_MODULES = {f"components.{name}" for name in stages.STAGE_NAMES}
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -39,10 +39,10 @@ def _project_imports(path: Path) -> set[str]:
     return {n for n in names if n.split(".")[0] in ("models", "components", "pipeline")}
 
 
-def _modules(package: str) -> dict[str, set[str]]:
+def _modules(package: str, root: Path = ROOT) -> dict[str, set[str]]:
     return {
-        _module_name(path): _project_imports(path)
-        for path in sorted((ROOT / package).rglob("*.py"))
+        _module_name(path, root): _project_imports(path)
+        for path in sorted((root / package).rglob("*.py"))
     }
 
 
@@ -55,9 +55,26 @@ def _violations(modules: dict[str, set[str]], allowed) -> list[str]:
     ]
 
 
+def _models_rule(module: str, name: str) -> bool:
+    return name.startswith("models")
+
+
 def test_models_import_neither_components_nor_pipeline():
-    allowed = lambda module, name: name.startswith("models")  # noqa: E731
-    assert _violations(_modules("models"), allowed) == []
+    assert _violations(_modules("models"), _models_rule) == []
+
+
+def test_the_import_rule_refuses_a_module_that_breaks_it(tmp_path):
+    # The checker fed a models/ tree that imports upwards, at top level and in a function.
+    (tmp_path / "models" / "sub").mkdir(parents=True)
+    (tmp_path / "models" / "good.py").write_text("import numpy\nfrom models import losses\n")
+    (tmp_path / "models" / "sub" / "bad.py").write_text(
+        "import pipeline.tracking\n\ndef f():\n    from components.localize import image_size\n"
+    )
+    assert _violations(_modules("models", tmp_path), _models_rule) == [
+        "models.sub.bad imports components.localize",
+        "models.sub.bad imports components.localize.image_size",
+        "models.sub.bad imports pipeline.tracking",
+    ]
 
 
 def test_the_core_imports_only_itself_and_models():

@@ -246,6 +246,35 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> No
         time.sleep(0.05)
 
 
+def _freeze_mid_epoch(process: subprocess.Popen, partial: Path, steps_per_epoch: int) -> int:
+    """Stops ``process`` (SIGSTOP) once its newest checkpoint is mid-epoch; returns its step.
+
+    A checkpoint at an epoch's end would make the kill test a resume between epochs;
+    a stopped process writes nothing more, so its newest checkpoint is what it resumes.
+    """
+    store, seen = checkpoints.CheckpointStore(partial), steps_per_epoch  # past epoch 1
+    while True:
+        _wait_for_step_after(store, seen, process)
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)  # the signal lands; then nothing more is written
+        seen = max(_steps(store))
+        if seen % steps_per_epoch:
+            return seen
+        process.send_signal(signal.SIGCONT)
+
+
+def _steps(store) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in store.checkpoints()]
+
+
+def _wait_for_step_after(store, step: int, process: subprocess.Popen, timeout=240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while max(_steps(store), default=-1) <= step:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, f"no checkpoint after step {step}"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_the_same_command_ends_as_an_uninterrupted_run(
     tiny_preprocessed,
@@ -255,8 +284,7 @@ def test_kill_9_mid_epoch_then_the_same_command_ends_as_an_uninterrupted_run(
     reference_path, killed_path = train_run(root, "reference"), train_run(root, "killed")
     reference = _train_process(root, config_file, "reference", *settings)
     killed = _train_process(root, config_file, "killed", *settings)
-    # 3 steps an epoch: step 5 is the middle of epoch 2.
-    _wait_for(killed_path / train.PARTIAL / "ckpt-000000005", killed)
+    step = _freeze_mid_epoch(killed, killed_path / train.PARTIAL, steps_per_epoch=3)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
@@ -268,7 +296,10 @@ def test_kill_9_mid_epoch_then_the_same_command_ends_as_an_uninterrupted_run(
     assert reference.wait(timeout=240) == 0, reference.communicate()[0]
 
     resumed = [line for line in output.splitlines() if "resuming from" in line]
-    assert len(resumed) == 1 and "ckpt-00000000" in resumed[0], output
+    # From the checkpoint the frozen process had written last: mid-epoch, not a boundary.
+    name = checkpoints.CheckpointStore.name(step)
+    where = f"{name} (epoch {step // 3 + 1}, step {step % 3} done)"
+    assert len(resumed) == 1 and where in resumed[0], output
     ref_out, out = reference_path / "train", killed_path / "train"
     assert (out / "history.csv").read_text() == (ref_out / "history.csv").read_text()
     assert _same_weights(out / "model.weights.h5", ref_out / "model.weights.h5")
