@@ -80,8 +80,10 @@ evaluate: $(ART)/evaluate/_SUCCESS ## score the test split, write metrics and th
 	@cat $(ART)/evaluate/metrics.json; echo
 export: $(ART)/export/_SUCCESS ## all of the above, then write the SavedModel
 
-test: $(INSTALLED) ## run the test suite
-	$(BIN)/pytest
+# One worker per core, a whole test module each (module fixtures are built once).
+TEST_WORKERS ?= auto
+test: $(INSTALLED) ## run the test suite [TEST_WORKERS=auto|0 for one process]
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ setup(
         "elpv": ["elpv-dataset>=1.0"],
         "dev": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.6,<4",  # make test: two workers, one module each at a time
             "ruff>=0.6",
             "scikit-image>=0.22,<1",
             "opencv-python-headless>=4.8",

@@ -16,11 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+from components import overlay  # noqa: E402
 from components.image_files import load_image  # noqa: E402
 
 SAMPLES_PER_CLASS = 4
+SAMPLE_SIDE = 160  # pixels a sample is shrunk (never enlarged) to fit
 
 
 def _counts_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,28 +51,33 @@ def _size_histogram(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _sample_grid(frame: pd.DataFrame, path: Path) -> None:
+    """A few images per class, one row each, ground truth outlined in red (Pillow)."""
     classes = sorted(frame["defect_type"].unique(), key=lambda c: (c != "good", c))
-    fig, axes = plt.subplots(
-        len(classes),
-        SAMPLES_PER_CLASS,
-        figsize=(2 * SAMPLES_PER_CLASS, 2 * len(classes)),
-        squeeze=False,
-    )
+    cell, label = SAMPLE_SIDE + overlay.GAP, overlay.HEADER
+    grid = Image.new("RGB", (SAMPLES_PER_CLASS * cell, len(classes) * (cell + label)), "white")
+    pen = ImageDraw.Draw(grid)
+    font = ImageFont.load_default()
     for row, cls in enumerate(classes):
+        top = row * (cell + label)
+        pen.text((2, top + 4), cls, fill=(0, 0, 0), font=font)
         picked = frame[frame["defect_type"] == cls].head(SAMPLES_PER_CLASS)
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col >= len(picked):
-                continue
-            item = picked.iloc[col]
-            ax.imshow(load_image(Path(item["path"]), 3))
-            if item["mask_path"]:
-                mask = np.asarray(Image.open(item["mask_path"]).convert("L")) > 127
-                ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_title(cls if col == 0 else "", fontsize=9, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        for col, item in enumerate(picked.itertuples()):
+            grid.paste(_sample(item), (col * cell, top + label))
+    grid.save(path, compress_level=1)
+
+
+def _sample(item) -> Image.Image:
+    """One image fitted into ``SAMPLE_SIDE`` square, its mask's outline in red."""
+    pixels = load_image(Path(item.path), 3)
+    if item.mask_path:
+        with Image.open(item.mask_path) as mask:
+            inside = np.asarray(mask.convert("L")) > 127
+        if inside.shape == pixels.shape[:2]:
+            pixels = pixels.copy()
+            pixels[overlay.outline(inside)] = overlay.RED
+    picture = Image.fromarray(pixels)
+    picture.thumbnail((SAMPLE_SIDE, SAMPLE_SIDE), Image.NEAREST)
+    return picture
 
 
 def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> dict:

@@ -55,7 +55,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
+def outline(mask: np.ndarray) -> np.ndarray:
     """The mask's border pixels (inside the mask, with a 4-neighbour outside it)."""
     padded = np.pad(mask, 1)
     inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
@@ -68,7 +68,7 @@ def _panels(image, amap_full, gt_mask, vmax: float) -> list[np.ndarray]:
     blend = np.where(seen[..., None], (base.astype(np.uint16) + colours) // 2, base)
     boxes = base.copy()
     if gt_mask is not None and np.any(gt_mask):
-        boxes[_outline(np.asarray(gt_mask, dtype=bool))] = GREEN
+        boxes[outline(np.asarray(gt_mask, dtype=bool))] = GREEN
     return [base, blend.astype(np.uint8), boxes]
 
 

@@ -93,8 +93,18 @@ def train_run(root: Path, name: str) -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """Whatever needs the whole pipeline run is slow (``pytest -m "not slow"`` skips it)."""
+    """Whatever needs the whole pipeline run is slow (``pytest -m "not slow"`` skips it).
+
+    The modules with the most slow tests run first: with ``make test``'s workers
+    (pytest-xdist, a module at a time) the long ones start at once instead of
+    leaving one worker busy at the end while the other idles.
+    """
+    slow_per_module: dict[str, int] = {}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & {"pipeline_run", "head_run"}:
             item.add_marker(pytest.mark.slow)
+        module = item.module.__name__
+        slow = 1 if item.get_closest_marker("slow") else 0
+        slow_per_module[module] = slow_per_module.get(module, 0) + slow
+    items.sort(key=lambda item: -slow_per_module[item.module.__name__])  # stable
