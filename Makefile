@@ -16,7 +16,7 @@ ARGS = --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 # Stages read the resolved snapshot, so editing CONFIG mid-run cannot mix settings.
 STAGE_ARGS = --config $(ART)/config.yaml --run $(RUN)
 
-.PHONY: help setup stages ingest preprocess train evaluate export test lint bench benchmark ui \
+.PHONY: help setup stages ingest preprocess train evaluate export test test-quick lint bench benchmark ui \
   mlflow-server compare compare-plot mlproject clean resolve predict
 
 help: ## list the targets
@@ -84,6 +84,9 @@ export: $(ART)/export/_SUCCESS ## all of the above, then write the SavedModel
 TEST_WORKERS ?= auto
 test: $(INSTALLED) ## run the test suite [TEST_WORKERS=auto|0 for one process]
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-quick: $(INSTALLED) ## the inner loop: every test not marked slow (no pipeline runs)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check .
