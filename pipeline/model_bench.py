@@ -60,12 +60,13 @@ def _images(n: int, isize: int, channels: int):
     return rng.uniform(-1, 1, (n, isize, isize, channels)).astype("float32")
 
 
-def median_seconds(fn, calls: int, warmup: int = WARMUP) -> float:
+def median_seconds(fn, calls: int, warmup: int | None = None) -> float:
     """Median seconds of one call of ``fn`` over ``calls`` calls, after ``warmup`` calls.
 
-    ``pipeline.torch_bench`` times the PyTorch original with this same function.
+    ``warmup`` defaults to ``WARMUP``. ``pipeline.torch_bench`` times the PyTorch
+    original with this same function.
     """
-    for _ in range(warmup):
+    for _ in range(WARMUP if warmup is None else warmup):
         fn()
     times = []
     for _ in range(calls):

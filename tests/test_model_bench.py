@@ -30,6 +30,8 @@ def test_training_flops_are_three_generator_and_six_discriminator_passes(monkeyp
 def test_main_prints_every_key_as_one_json_line_last(monkeypatch, capsys):
     monkeypatch.setattr(model_bench, "NETWORKS", SMALL)
     monkeypatch.setattr(model_bench, "CONFIGS", {"32x1": (32, 1), "64x3": (32, 3)})
+    monkeypatch.setattr(model_bench, "BATCH", 8)  # every key measured, not its speed
+    monkeypatch.setattr(model_bench, "WARMUP", 1)
     assert model_bench.main(["--steps", "2", "--rounds", "1", "--threads", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in (
