@@ -88,7 +88,7 @@ def compiled_model(config: Config) -> GANomaly:
 
     def adam():
         optimizer = FusedAdam(options.lr, beta_1=options.beta1)
-        if options.mixed_precision:
+        if precision(options) == "float16":  # bfloat16 has float32's range: no scaling
             return keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
 
@@ -102,6 +102,27 @@ def compiled_model(config: Config) -> GANomaly:
     )
     model.build_optimizers()
     return model
+
+
+def precision(options) -> str | None:
+    """``float16``, ``bfloat16`` or None (float32) from ``train.mixed_precision``."""
+    value = options.mixed_precision
+    return "float16" if value is True else (value or None)
+
+
+def _say_if_emulated(kind: str, chief: bool) -> None:
+    """One line when no unit here computes ``kind`` natively: it will be slower, not faster."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    native = {"float16": ("avx512_fp16", "amx_fp16"), "bfloat16": ("avx512_bf16", "amx_bf16")}
+    if tf.config.list_physical_devices("GPU") or any(f in flags for f in native[kind]):
+        return
+    if chief:
+        print(
+            f"[train] train.mixed_precision {kind}: this CPU has no {kind} unit "
+            f"({' or '.join(native[kind])}) and no GPU is visible; it is emulated, "
+            "slower than float32, and the results differ from float32's",
+            flush=True,
+        )
 
 
 def fingerprint(config: Config, preprocess_dir: Path) -> str:
@@ -167,8 +188,9 @@ class Trainer:
         self.strategy = distribute.make_strategy(config)
         tf_config.enable_op_determinism()
         keras.utils.set_random_seed(self.options.seed)
-        if self.options.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        if precision(self.options):
+            keras.mixed_precision.set_global_policy(f"mixed_{precision(self.options)}")
+            _say_if_emulated(precision(self.options), self.chief)
         with self.strategy.scope():
             self.model = compiled_model(config)
         self.data = TrainingData(config, preprocess_dir, self.strategy.num_replicas_in_sync)

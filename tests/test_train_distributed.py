@@ -194,3 +194,31 @@ def test_mirrored_mixed_precision_trains_with_finite_losses_and_scores_in_float3
     for name in ("score", "anomaly_map", "map_score", "reconstruction"):
         assert scores[name].dtype == "float32", name
         assert np.all(np.isfinite(np.asarray(scores[name]))), name
+
+
+def test_bfloat16_trains_without_loss_scaling_and_scores_in_float32(tiny_preprocessed, capsys):
+    config_file, root = tiny_preprocessed
+    run_path = train_run(root, "bfloat16")
+    config = load_config(config_file, ["train.epochs=1", "train.mixed_precision=bfloat16"])
+    model = train.compiled_model(config)
+    assert not isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    out = run_path / "out"
+    out.mkdir()
+    train.run(config, {"preprocess": run_path / "preprocess"}, out)
+
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert all(np.isfinite(history[name]) for name in history.dtype.names)
+    assert keras.mixed_precision.global_policy().name == "float32"  # left as found
+    emulated = "train.mixed_precision bfloat16: this CPU has no bfloat16 unit"
+    native = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    assert (emulated in capsys.readouterr().out) is not native
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = modeling.load_trained(config, out)
+        assert model.generator.compute_dtype == "bfloat16"
+        scores = modeling.build_scorer(config, model).score(_test_images(run_path / "preprocess"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for name in ("score", "anomaly_map"):
+        assert scores[name].dtype == "float32", name
+        assert np.all(np.isfinite(np.asarray(scores[name]))), name

@@ -29,6 +29,9 @@ THRESHOLD_METHODS = ("f1", "quantile", "fixed")
 ON_NAN = ("stop", "restore")
 # train.strategy: one process, all local GPUs, or a cluster described by TF_CONFIG.
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# train.mixed_precision: float16 (true) with loss scaling, or bfloat16 (float32's range,
+# no scaling); both need a GPU, AMX or AVX512-BF16 to be faster than float32.
+MIXED_PRECISION = (False, True, "float16", "bfloat16")
 # train.cache: auto keeps the training split in memory when it is small enough.
 CACHE_MODES = ("auto", "memory", "none")
 
@@ -97,7 +100,7 @@ class TrainConfig:
     nan_restores: int = 3  # on_nan: restore rolls back at most this many times
     patience: int = 0  # early stopping: epochs without a better val_con_loss (0: off)
     strategy: str = "default"  # one of STRATEGIES (tf.distribute)
-    mixed_precision: bool = False  # mixed_float16 with loss scaling (GPU)
+    mixed_precision: bool | str = False  # false, float16 (or true) or bfloat16: MIXED_PRECISION
     cache: str = "auto"  # one of CACHE_MODES: the training split in memory or streamed
     worker_timeout_s: float = 300.0  # multi_worker: fail when the cluster is silent this long
 
@@ -309,6 +312,10 @@ def _validate_train(train: TrainConfig) -> None:
     if not 0.0 <= train.synthetic_anomalies <= 1.0:
         raise ConfigError(
             f"train.synthetic_anomalies: {train.synthetic_anomalies!r} is not in [0, 1]"
+        )
+    if train.mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(
+            f"train.mixed_precision: {train.mixed_precision!r} is not false, float16 or bfloat16"
         )
     if not train.worker_timeout_s > 0:
         raise ConfigError(f"train.worker_timeout_s: {train.worker_timeout_s!r} is not positive")
