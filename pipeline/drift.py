@@ -116,8 +116,8 @@ def compare(stats: np.ndarray, flagged: np.ndarray, input_ok: np.ndarray, card: 
         card: the model card, with ``input_statistics`` (and ``validation_scores``).
     """
     reference, validation = card["input_statistics"], card.get("validation_scores")
-    stats = np.asarray(stats, np.float64).reshape(len(flagged), -1)
     names = reference["names"]
+    stats = np.asarray(stats, np.float64).reshape(len(flagged), len(names))
     tests = 2 * len(names) + (1 if validation else 0)
     level = ALPHA / tests
     report = {
@@ -199,3 +199,42 @@ def metrics(report: dict) -> dict[str, float]:
             }
         )
     return flat
+
+
+def check_mlflow_run(run_id: str | None) -> str:
+    """``run_id`` once the tracking store answers and holds it; PipelineError otherwise."""
+    import mlflow  # noqa: PLC0415
+
+    from pipeline import tracking  # noqa: PLC0415
+    from pipeline.core.errors import PipelineError  # noqa: PLC0415
+
+    uri = tracking.tracking_uri()
+    tracking.check_store(uri)
+    if not run_id:
+        raise PipelineError("the model card names no training run (training_run_id)")
+    try:
+        mlflow.tracking.MlflowClient(uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        missing = f"the model's run {run_id} is not in the tracking store {uri}"
+        raise PipelineError(missing) from None
+    return run_id
+
+
+def log_to_mlflow(report: dict, run_id: str, folder: Path) -> None:
+    """The report's figures as metrics of the model's run (one step per prediction run).
+
+    ``drift.json`` goes beside them as an artifact, under ``predict/<its time>/``.
+    """
+    import mlflow  # noqa: PLC0415
+
+    from pipeline import tracking  # noqa: PLC0415
+
+    client = mlflow.tracking.MlflowClient(tracking.tracking_uri())
+    step = len(client.get_metric_history(run_id, "drift_images"))
+    stamp = int(time.time() * 1000)
+    flat = metrics(report)
+    client.log_batch(
+        run_id, metrics=[mlflow.entities.Metric(k, float(v), stamp, step) for k, v in flat.items()]
+    )
+    when = report["created"].replace(":", "")
+    client.log_artifact(run_id, str(folder / REPORT_FILE), f"predict/{when}")
