@@ -135,3 +135,22 @@ def test_the_flagged_share_is_tested_against_the_validation_false_alarms():
     assert not drift.flagged_share(np.arange(100) < 2, validation, level)["drifted"]
     raised = drift.flagged_share(np.arange(100) < 12, validation, level)
     assert raised["drifted"] and raised["share"] == 0.12 and raised["p_value"] < level
+
+
+def test_monitor_shows_the_runs_as_a_table_and_a_plot(seats, tmp_path, capsys):
+    from pipeline import monitor
+
+    reference, frames, stats = seats
+    darker = _report(_measure(frames[:100] * 0.85), reference)
+    for name, report in (("1-quiet", _report(stats[:100], reference)), ("2-darker", darker)):
+        (tmp_path / name).mkdir()
+        drift.write(report, tmp_path / name)
+    (tmp_path / "0-old").mkdir()
+    drift.write({"drifted": None, "checks": "off", "images": 5}, tmp_path / "0-old")
+    assert monitor.main(["--history", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["#", "when", "run", "images", "not", "ok", "flagged", "drifted"]
+    assert rows[1].endswith("checks off") and rows[2].endswith("  -")
+    assert rows[3].split()[2] == "2-darker" and "brightness" in rows[3]
+    assert (tmp_path / "monitor.png").stat().st_size > 10_000
+    assert monitor.main(["--history", str(tmp_path / "0-old" / "none")]) == 2
