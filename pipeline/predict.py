@@ -105,6 +105,8 @@ class Predictor:
         self.serve = tf.saved_model.load(str(version_dir)).signatures["serving_bytes"]
         # Exported before the input checks: no input statistics, no input_ok output.
         self.checks = bool(self.card.get("input_statistics"))
+        if self.checks:  # scipy loads with the model, not in the middle of the run
+            from pipeline import drift  # noqa: F401, PLC0415
 
     def score(self, files: list[bytes]) -> dict:
         out = self.serve(encoded=self.tf.constant(files, dtype=self.tf.string))
@@ -239,7 +241,7 @@ def _input_check(out: dict, seen: list) -> tuple:
 
 def _drift(predictor: Predictor, rows: list, seen: list, out_dir: Path) -> dict:
     """The run's drift report, written to ``drift.json`` (``drifted`` None: no checks)."""
-    from pipeline import drift  # noqa: PLC0415 - scipy, only once the images are scored
+    from pipeline import drift  # noqa: PLC0415
 
     if not predictor.checks:
         report = {"drifted": None, "checks": "off", "model_version": predictor.card["version"]}
