@@ -12,8 +12,8 @@ to the data checks). What is measured, per image:
 
 * on the decoded frame, before any resizing: ``brightness`` (mean grey level),
   ``contrast`` (its standard deviation), ``clipped`` (share of pixels at 0 or
-  255: under- or over-exposure), ``sharpness`` (log10 of the variance of the
-  Laplacian: blur lowers it), ``noise`` (the variance between neighbouring
+  255: under- or over-exposure), ``sharpness`` (log10 of the mean square of
+  the Laplacian: blur lowers it), ``noise`` (the variance between neighbouring
   pixels over the whole variance: 1 for white noise, small for a picture), ``size``
   (sqrt(H * W), pixels) and ``aspect`` (W / H), ``orientation`` ((horizontal -
   vertical gradient energy) / their sum: 0 without a preferred direction, a
@@ -25,10 +25,10 @@ to the data checks). What is measured, per image:
 
 ``summarise`` keeps per statistic the training normals' median, a spread on
 each side of it (from the 1% and 99% quantiles, never below ``MIN_SCALE``) and
-101 quantiles: the reference the
-SavedModel checks each frame against (``check``: a robust z-score per
-statistic, ``input_ok`` when every one is within ``Z_LIMIT``) and ``ganomaly
-predict`` compares each batch's distribution with (``pipeline/drift.py``).
+101 quantiles: the reference the SavedModel checks each frame against
+(``check``: a z-score per statistic, ``input_ok`` when every one is within
+``Z_LIMIT``) and ``ganomaly predict`` compares each run's distribution with
+(``pipeline/drift.py``).
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ MIN_SCALE = {
 RELATIVE_MIN_SCALE = {"size": 0.005}  # of the median: a 4% larger frame is 8 spreads out
 # The training normals' reference, written by the preprocess stage.
 REFERENCE_FILE = "input_statistics.json"
+# Statistics come from at most about this many pixels of a frame, in whole rows (every
+# pixel of a frame up to 258 x 258): plenty for means, and a bounded cost for any frame.
+SAMPLED_PIXELS = 256 * 256
 QUANTILES = np.linspace(0.0, 1.0, 101)
 _Z_99 = 2.3263  # the 99% quantile of a standard normal
 
@@ -88,33 +91,32 @@ def statistic_names(spec: dict) -> list[str]:
 def frame_statistics(images: tf.Tensor, channels: int) -> list[tf.Tensor]:
     """The ``FRAME`` statistics (and ``colour`` for 3 channels) of float32 ``[B, H, W, C]`` 0-255.
 
-    Returns one float32 ``[B]`` tensor per statistic. Edges are mirrored, so a
+    Returns one float32 ``[B]`` tensor per statistic. They are taken on at most
+    about ``SAMPLED_PIXELS`` pixels (evenly spaced whole rows), each with its
+    four neighbours at full resolution: a large frame costs what a 256-pixel one
+    does, and the Laplacian and gradients still see the camera's own pixels. A
     frame of any size (one pixel included) gives finite values. Written for few
-    passes over the pixels: ``serving_bytes`` runs it once per file, and it must
-    cost the model little (a 3x3 conv2d or one reduction of stacked planes
-    measured several times slower on a CPU than these slices and reductions).
+    ops: ``serving_bytes`` runs it once per file, and it must cost the model
+    little (a 3x3 conv2d, or pixels gathered one by one, measured several times
+    slower on a CPU).
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    gray = images[..., 0] if channels == 1 else tf.reduce_mean(images, axis=-1)
-    shape = tf.shape(gray)
+    shape = tf.shape(images)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    padded = tf.pad(gray, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
-    left, right = padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]
-    up, down = padded[:, :-2, 1:-1], padded[:, 2:, 1:-1]
-    laplacian = left + right + up + down - 4.0 * gray  # its mean is 0 with mirrored edges
-    row_means, column_means = tf.reduce_mean(gray, 2), tf.reduce_mean(gray, 1)
+    (centre, up, down, left, right), (rows, cols) = _grid(_at_least_three(images))
+    gray = [tf.reduce_mean(g, -1) for g in (centre, up, down, left, right)]
+    laplacian = gray[1] + gray[2] + gray[3] + gray[4] - 4.0 * gray[0]
+    row_means, column_means = tf.reduce_mean(gray[0], 2), tf.reduce_mean(gray[0], 1)
     brightness = tf.reduce_mean(row_means, 1)
-    variance = tf.maximum(_mean_square(gray) - tf.square(brightness), 0.0)
-    grad_x, grad_y = _mean_square(right - left), _mean_square(down - up)
+    variance = tf.maximum(_mean_square(gray[0]) - tf.square(brightness), 0.0)
+    grad_x, grad_y = _mean_square(gray[4] - gray[3]), _mean_square(gray[2] - gray[1])
     lit = brightness > 0.0  # an all-black frame has its light in the middle
     safe = tf.where(lit, brightness, 1.0)
-    light_y = tf.reduce_mean(row_means * ((tf.range(height) + 0.5) / height), 1) / safe
-    light_x = tf.reduce_mean(column_means * ((tf.range(width) + 0.5) / width), 1) / safe
     ones = tf.ones_like(brightness)
     stats = [
         brightness,
         tf.sqrt(variance),
-        tf.reduce_mean(tf.cast(tf.abs(gray - 127.5) > 127.0, tf.float32), [1, 2]),  # 0 or 255
+        tf.reduce_mean(tf.cast(tf.abs(gray[0] - 127.5) > 127.0, tf.float32), [1, 2]),  # 0, 255
         # Not log(1 + v): a flat frame (0) must lie far below any real one (tens at least).
         tf.math.log(_mean_square(laplacian) + 0.01) / math.log(10.0),
         # White noise has as much variance between neighbours as overall (1); a picture less.
@@ -122,13 +124,55 @@ def frame_statistics(images: tf.Tensor, channels: int) -> list[tf.Tensor]:
         tf.sqrt(height * width) * ones,
         width / height * ones,
         (grad_x - grad_y) / (grad_x + grad_y + 1.0),
-        tf.where(lit, light_y, 0.5),
-        tf.where(lit, light_x, 0.5),
+        tf.where(lit, tf.reduce_mean(row_means * rows, 1) / safe, 0.5),
+        tf.where(lit, tf.reduce_mean(column_means * cols, 1) / safe, 0.5),
     ]
     if channels == 3:
-        spread = tf.reduce_max(images, -1) - tf.reduce_min(images, -1)
+        spread = tf.reduce_max(centre, -1) - tf.reduce_min(centre, -1)
         stats.append(tf.reduce_mean(spread, [1, 2]))
     return stats
+
+
+def _at_least_three(images: tf.Tensor) -> tf.Tensor:
+    """Frames under 3 pixels on a side mirrored to 3 or more: every pixel needs neighbours."""
+    small = tf.reduce_min(tf.shape(images)[1:3]) < 3
+    padding = [[0, 0], [1, 1], [1, 1], [0, 0]]
+    return tf.cond(small, lambda: tf.pad(images, padding, "SYMMETRIC"), lambda: images)
+
+
+def _grid(images: tf.Tensor) -> tuple:
+    """The sampled pixels and their four neighbours, and where the pixels lie.
+
+    Whole rows are sampled (every ``step``-th of the frame's interior, with the
+    rows above and below): gathering rows copies contiguous memory, where a
+    grid strided in both directions would be copied pixel by pixel.
+
+    Returns:
+        ``((centre, up, down, left, right), (rows, columns))``: five ``[B, h,
+        W - 2, C]`` grids (the sampled pixels, and the pixels above, below, left
+        and right of each), and the sampled pixels' centres as fractions of the
+        frame's height ``[h]`` and width ``[W - 2]``.
+    """
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    interior = tf.cast((height - 2) * (width - 2), tf.float32)
+    step = tf.maximum(1, tf.cast(tf.math.ceil(interior / SAMPLED_PIXELS), tf.int32))
+    rows, cols = tf.range(1, height - 1, step), tf.range(1, width - 1)
+
+    def sliced():  # every interior row: plain slices
+        return [images[:, dy : height - 2 + dy] for dy in (0, 1, 2)]
+
+    def gathered():
+        return [tf.gather(images, rows + dy - 1, axis=1) for dy in (0, 1, 2)]
+
+    above, middle, below = tf.cond(step > 1, gathered, sliced)
+    grids = middle[:, :, 1:-1], above[:, :, 1:-1], below[:, :, 1:-1]
+    grids += middle[:, :, :-2], middle[:, :, 2:]
+
+    def fractions(pixels, size):
+        return (tf.cast(pixels, tf.float32) + 0.5) / tf.cast(size, tf.float32)
+
+    return grids, (fractions(rows, height), fractions(cols, width))
 
 
 def _mean_square(values: tf.Tensor) -> tf.Tensor:
