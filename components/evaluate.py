@@ -17,7 +17,8 @@ Writes ``artifacts/<run>/evaluate/``:
 - ``scores.csv``: per test image its scores and decision.
 - ``score_statistics.npz``: the scorer's frozen validation statistics (export uses them).
 - ``scoring.json``: the score options, image and pixel thresholds, how the
-  threshold was chosen, and summary statistics.
+  threshold was chosen, summary statistics, and the validation normals' score
+  distribution with their false alarms at the threshold (``validation_scores``).
 - ``regions.csv``: the defect regions of every test image, in original pixels.
 - ``report.md``, ``roc.png``, ``pr.png``, ``score_histogram.png`` and
   ``overlays/`` (the galleries): the inspection report.
@@ -231,6 +232,19 @@ def _write_scores(test: dict, threshold: float, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
+def validation_scores(val: dict, threshold: float) -> dict:
+    """The validation normals' score distribution and false alarms at ``threshold``.
+
+    ``ganomaly predict`` tests each run's share of flagged images against it.
+    """
+    normals = val["score"][val["label"] == 0].astype(np.float64)
+    return {
+        "count": int(len(normals)),
+        "false_alarms": int((normals >= threshold).sum()),
+        "quantiles": [float(q) for q in np.quantile(normals, np.linspace(0, 1, 101))],
+    }
+
+
 def _write_scoring(ev: Evaluation, config: Config, out: Path) -> None:
     scoring = {
         "threshold": ev.result["threshold"],
@@ -238,6 +252,7 @@ def _write_scoring(ev: Evaluation, config: Config, out: Path) -> None:
         "threshold_method": ev.threshold_origin,
         "score": dataclasses.asdict(config.score),
         "stats": ev.statistics,
+        "validation_scores": validation_scores(ev.val, ev.result["threshold"]),
     }
     (out / "scoring.json").write_text(json.dumps(scoring, indent=2))
 

@@ -4,14 +4,16 @@
     saved_model_cli show --dir artifacts/default/export/ganomaly/1 --all
 
 Reads ``artifacts/<run>/train/model.weights.h5`` (the networks),
-``artifacts/<run>/evaluate/`` (``score_statistics.npz``, the thresholds in
-``scoring.json``, the test metrics) and ``artifacts/<run>/preprocess/preprocess.json``
-(the preprocessing spec).
+``artifacts/<run>/evaluate/`` (``score_statistics.npz``, the thresholds and the
+validation normals' scores in ``scoring.json``, the test metrics) and
+``artifacts/<run>/preprocess/`` (the preprocessing spec in ``preprocess.json``,
+the training normals' input statistics in ``input_statistics.json``).
 
 Writes ``artifacts/<run>/export/``:
 - ``<model_name>/<version>/``: TF Serving's layout; the signatures are described in
   ``models/serving.py``. Inside it ``assets/ganomaly.json`` (what the model expects and
-  decides, where it came from, its test metrics) and
+  decides, where it came from, its test metrics, what normal input looks like:
+  ``input_statistics`` and ``validation_scores``) and
   ``assets.extra/tf_serving_warmup_requests``. Every earlier version is kept: a new
   export takes the next free version unless ``export.version`` names one, and an
   existing version is never overwritten.
@@ -36,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.warmup import write_warmup_requests
+from models.input_stats import REFERENCE_FILE
 from models.serving import ASSET_FILE, SIGNATURES, serving_archive
 from models.tiling import map_size
 from pipeline.core import artifacts, modeling, records
@@ -107,10 +110,14 @@ def models_config(out: Path) -> str:
     return "model_config_list {\n" + "".join(entries) + "}\n"
 
 
-def model_card(config: Config, spec: dict, scoring: dict, metrics: dict, **provenance) -> dict:
+def model_card(
+    config: Config, spec: dict, scoring: dict, metrics: dict, reference: dict | None, **provenance
+) -> dict:
     """``assets/ganomaly.json``: what the model expects and decides, and its provenance.
 
-    ``provenance``: ``version``, ``training_run_id`` and ``git_commit``.
+    ``reference``: the training normals' input statistics (None for a run
+    preprocessed before they existed); ``provenance``: ``version``,
+    ``training_run_id`` and ``git_commit``.
     """
     return {
         "model_name": config.export.model_name,
@@ -131,7 +138,18 @@ def model_card(config: Config, spec: dict, scoring: dict, metrics: dict, **prove
         },
         "test_metrics": metrics,
         "signatures": list(SIGNATURES),
+        "input_statistics": reference,
+        "validation_scores": scoring.get("validation_scores"),
     }
+
+
+def input_reference(preprocess_dir: Path) -> dict | None:
+    """The training normals' input statistics, or None (preprocessed before they existed)."""
+    path = preprocess_dir / REFERENCE_FILE
+    if not path.is_file():
+        print(f"[export] no {REFERENCE_FILE} in {preprocess_dir}: no input checks", flush=True)
+        return None
+    return json.loads(path.read_text())
 
 
 def warmup_inputs(spec: dict) -> dict:
@@ -171,7 +189,8 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     spec = records.read_info(inputs["preprocess"])["spec"]
     scoring = json.loads((inputs["evaluate"] / "scoring.json").read_text())
     scorer = modeling.load_scorer(config, inputs["train"], inputs["evaluate"])
-    archive, endpoints = serving_archive(scorer, spec, scoring["threshold"])
+    reference = input_reference(inputs["preprocess"])
+    archive, endpoints = serving_archive(scorer, spec, scoring["threshold"], reference)
     target = out / name / str(version)
     archive.write_out(str(target), verbose=False)
     _check_reload(target, endpoints["serving_default"], spec)
@@ -179,7 +198,14 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     run_id = mlflow.active_run().info.run_id
     commit = mlflow.get_run(run_id).data.tags.get("git_commit")  # recorded by the first stage
     card = model_card(
-        config, spec, scoring, metrics, version=version, training_run_id=run_id, git_commit=commit
+        config,
+        spec,
+        scoring,
+        metrics,
+        reference,
+        version=version,
+        training_run_id=run_id,
+        git_commit=commit,
     )
     (target / "assets").mkdir(exist_ok=True)
     (target / "assets" / ASSET_FILE).write_text(json.dumps(card, indent=2))

@@ -12,7 +12,13 @@ Writes ``artifacts/<run>/preprocess/``:
   (``pipeline/core/records.py``); at most ``preprocess.shard_images`` images
   per shard.
 - ``preprocess.json``: the preprocessing spec (what the SavedModel replays)
-  and the shards and counts of each split. ``preprocess.channels: auto`` is
+  and the shards and counts of each split.
+- ``input_statistics.csv``: per image its input statistics (brightness,
+  contrast, sharpness, size, ... and the ROI circle; ``models/input_stats.py``),
+  measured by the function the SavedModel runs on every request.
+- ``input_statistics.json``: the training normals' distribution of each
+  (median, spread, quantiles) and their files' channel counts: what "normal
+  input" means, carried into the exported model card. ``preprocess.channels: auto`` is
   resolved here: 3 when any training image is colour, 1 otherwise; with
   ``tiles`` an empty ``tiles_image`` becomes the training images' median
   size. The later stages read the resolved values from this spec.
@@ -31,7 +37,8 @@ import pandas as pd
 import tensorflow as tf
 
 from components.image_files import load_image
-from models.preprocessing import preprocess, resize_mask
+from models import input_stats
+from models.preprocessing import resize_mask
 from models.tiling import TileGrid, map_size
 from pipeline.core import records
 from pipeline.core.config import Config
@@ -39,6 +46,8 @@ from pipeline.core.progress import progress
 
 SPLITS = ("train", "val", "test")
 DECODE_THREADS = 4
+INPUT_STATISTICS_CSV = "input_statistics.csv"
+INPUT_STATISTICS_JSON = input_stats.REFERENCE_FILE
 
 
 def _load(row, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -65,11 +74,15 @@ def _bounded_map(pool, fn, items, ahead: int = 2 * DECODE_THREADS):
         yield pending.popleft().result()
 
 
-def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[str]:
-    """Preprocesses one split in manifest order; returns its shard file names."""
+def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple[list, np.ndarray]:
+    """Preprocesses one split in manifest order.
+
+    Returns:
+        Its shard file names and its images' input statistics ``[N, S]``.
+    """
     shard_size = spec["shard_images"]
-    run_one = tf.function(lambda x: preprocess(x, spec), reduce_retracing=True)
-    shards, writer = [], None
+    run_one = tf.function(lambda x: input_stats.measure(x, spec), reduce_retracing=True)
+    shards, writer, stats = [], None, []
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         loaded = _bounded_map(pool, lambda r: _load(r, spec["channels"]), rows.itertuples())
         pairs = progress(zip(rows.itertuples(), loaded), len(rows), f"[preprocess] {split}")
@@ -79,7 +92,8 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
                     writer.close()
                 shards.append(f"{split}-{len(shards):05d}.tfrecord")
                 writer = tf.io.TFRecordWriter(str(out / shards[-1]))
-            model_input, roi = run_one(tf.constant(image[None]))
+            model_input, roi, measured = run_one(tf.constant(image[None]))
+            stats.append(measured[0].numpy())
             if mask is None:
                 small_mask = np.zeros(map_size(spec), np.uint8)
             else:
@@ -89,7 +103,8 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> list[
             writer.write(records.encode(image, roi[0, ..., 0].numpy(), small_mask, *meta))
     if writer:
         writer.close()
-    return shards
+    width = len(input_stats.statistic_names(spec))
+    return shards, np.array(stats, np.float64).reshape(-1, width)
 
 
 def auto_channels(manifest: pd.DataFrame) -> int:
@@ -126,16 +141,36 @@ def resolve(spec: dict, manifest: pd.DataFrame) -> dict:
     return spec
 
 
+def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out: Path) -> None:
+    """``input_statistics.csv`` (every image) and ``.json`` (the training normals' reference)."""
+    names = input_stats.statistic_names(spec)
+    frames = [
+        manifest[manifest["split"] == split][["path", "split", "label"]]
+        .reset_index(drop=True)
+        .join(pd.DataFrame(values, columns=names))
+        for split, values in stats.items()
+    ]
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(out / INPUT_STATISTICS_CSV, index=False, float_format="%.6g")
+    normals = table[(table["split"] == "train") & (table["label"] == 0)]
+    reference = input_stats.summarise(normals[names].to_numpy(), names)
+    train = manifest[(manifest["split"] == "train") & (manifest["label"] == 0)]
+    reference["file_channels"] = {
+        str(k): int(v) for k, v in train["channels"].value_counts().items()
+    }
+    (out / INPUT_STATISTICS_JSON).write_text(json.dumps(reference, indent=1))
+
+
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = resolve(dataclasses.asdict(config.preprocess), manifest)
-    splits = {}
+    splits, stats = {}, {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
-        shards = _write_split(rows, split, spec, out)
+        shards, stats[split] = _write_split(rows, split, spec, out)
         splits[split] = {
             "count": len(rows),
             "normal": int((rows["label"] == 0).sum()),
@@ -145,4 +180,6 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)
     info = {"spec": spec, "splits": splits}
     (out / records.INFO_FILE).write_text(json.dumps(info, indent=2))
-    mlflow.log_artifact(str(out / records.INFO_FILE), artifact_path="preprocess")
+    write_input_statistics(manifest, stats, spec, out)
+    for name in (records.INFO_FILE, INPUT_STATISTICS_CSV, INPUT_STATISTICS_JSON):
+        mlflow.log_artifact(str(out / name), artifact_path="preprocess")

@@ -59,24 +59,35 @@ def _resize(images: tf.Tensor, spec: dict) -> tf.Tensor:
     return tf.image.pad_to_bounding_box(inner, top, left, isize, isize)
 
 
-def _roi_mask(images: tf.Tensor, spec: dict) -> tf.Tensor | None:
-    """``[B, H, W, 1]`` float mask of the region of interest, or None for no ROI."""
+def _roi_mask(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor | None, tuple | None]:
+    """``[B, H, W, 1]`` float mask of the region of interest (None for no ROI), and the circle.
+
+    The circle, ``(cy, cx, radius)`` float32 ``[B]`` each in map pixels, is what
+    ``roi: circle`` found (None otherwise): the input checks watch it.
+    """
     from models import roi  # noqa: PLC0415 - only configs with a ROI need it
 
     size = map_size(spec)
     if spec["roi"] == "box":
         mask = roi.box_mask(size, tuple(spec["roi_box"]))
-        return tf.broadcast_to(mask, tf.concat([tf.shape(images)[:1], [*size, 1]], 0))
+        return tf.broadcast_to(mask, tf.concat([tf.shape(images)[:1], [*size, 1]], 0)), None
     if spec["roi"] == "circle":
         gray = tf.reduce_mean(images, axis=-1)
         r_min, r_max = spec["roi_radius_range"]
         cy, cx, radius = roi.find_circle(gray, r_min, r_max)
-        return roi.annulus_mask(size, cy, cx, radius, spec["roi_inner"], spec["roi_outer"])
-    return None
+        mask = roi.annulus_mask(size, cy, cx, radius, spec["roi_inner"], spec["roi_outer"])
+        return mask, (cy, cx, radius)
+    return None, None
 
 
 def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
-    """Raw images to the model's input.
+    """Raw images to the model's input: ``preprocess_with_circle`` without the circle."""
+    model_input, mask, _ = preprocess_with_circle(images, spec)
+    return model_input, mask
+
+
+def preprocess_with_circle(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor, tuple]:
+    """Raw images to the model's input, and the circle the ROI found.
 
     Args:
         images: float32 ``[B, H, W, C]`` in [0, 255], C as ``spec["channels"]``.
@@ -86,9 +97,10 @@ def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
             resolved ``tiles_image``).
 
     Returns:
-        ``(images [B, H, W, C] in [-1, 1], roi [B, H, W, 1])``, ``(H, W)`` the
-        map size (``isize`` square without tiles); the ROI mask is all ones
-        when no region of interest is configured.
+        ``(images [B, H, W, C] in [-1, 1], roi [B, H, W, 1], circle)``, ``(H, W)``
+        the map size (``isize`` square without tiles); the ROI mask is all ones
+        when no region of interest is configured; ``circle`` is ``(cy, cx,
+        radius)`` float32 ``[B]`` each in map pixels with ``roi: circle``, else None.
     """
     images = tf.convert_to_tensor(images, tf.float32)
     images = _resize(images, spec)
@@ -97,12 +109,12 @@ def preprocess(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf.Tensor]:
         from models.clahe import clahe  # noqa: PLC0415 - only configs with CLAHE need it
 
         images = clahe(images, spec["clahe_clip"], spec["clahe_tiles"])
-    mask = _roi_mask(images, spec)
+    mask, circle = _roi_mask(images, spec)
     if mask is None:
         mask = tf.ones_like(images[..., :1])
     else:
         images = images * mask
-    return images * 2.0 - 1.0, mask
+    return images * 2.0 - 1.0, mask, circle
 
 
 def resize_mask(mask, spec: dict):

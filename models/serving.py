@@ -14,8 +14,13 @@ runs none of this project's Python):
 Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
 float32 ``[N, isize, isize]`` (with ``preprocess.tiles``: ``[N, H, W]``, the stitched map
 at the model card's ``map_size``; zero outside the region of interest), and both take an
-empty batch. A bad request fails with ``InvalidArgument`` and one sentence naming the
-problem and what is expected (``models.decoding.error_sentence`` extracts it).
+empty batch. Given the training normals' input statistics (``models.input_stats``), both
+also return the input checks: ``input_ok`` bool ``[N]`` (every statistic of the frame
+within the training range), ``input_statistic`` string ``[N]`` (the one furthest out),
+``input_z`` float32 ``[N]`` (its z-score) and ``input_statistics`` float32 ``[N, S]``
+(all of them, in the model card's ``input_statistics.names`` order). A bad request
+fails with ``InvalidArgument`` and one sentence naming the problem and what is expected
+(``models.decoding.error_sentence`` extracts it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models import input_stats
 from models.decoding import decode
 from models.preprocessing import preprocess
 from models.tiling import map_size
@@ -87,58 +93,93 @@ def _decode_one(encoded: tf.Tensor, index: tf.Tensor, channels: int) -> tf.Tenso
     return tf.cast(decode(encoded, channels), tf.float32)[None]
 
 
-def serving_functions(scorer, spec: dict, threshold: float) -> dict:
-    """The two endpoint functions (plain Python, traced by the archive)."""
+def _prepare(images: tf.Tensor, spec: dict, measured: bool) -> tuple:
+    """``(model input, roi, statistics [B, S])``; S is 0 when the model has no input checks."""
+    if measured:
+        return input_stats.measure(images, spec)
+    model_input, roi = preprocess(images, spec)
+    return model_input, roi, tf.zeros([tf.shape(images)[0], 0])
+
+
+def serving_functions(scorer, spec: dict, threshold: float, reference: dict | None = None) -> dict:
+    """The two endpoint functions (plain Python, traced by the archive).
+
+    ``reference``: ``models.input_stats.summarise`` of the training normals; None
+    (a model without them) leaves the input checks out.
+    """
     channels, (height, width) = spec["channels"], map_size(spec)
     threshold = tf.constant(threshold, tf.float32)
+    if reference and reference["names"] != input_stats.statistic_names(spec):
+        raise ValueError(
+            f"input statistics {reference['names']} are not the ones this preprocessing "
+            f"measures, {input_stats.statistic_names(spec)}"
+        )
+    n_stats = len(reference["names"]) if reference else 0
 
-    def decide(images: tf.Tensor, roi: tf.Tensor) -> dict:
+    def decide(images: tf.Tensor, roi: tf.Tensor, stats: tf.Tensor) -> dict:
         scored = scorer.score(images)
-        return {
+        out = {
             "score": scored["score"],
             "is_anomaly": scored["score"] >= threshold,
             "anomaly_map": scored["anomaly_map"] * roi[..., 0],
         }
+        if reference:
+            out.update(input_stats.check(stats, reference), input_statistics=stats)
+        return out
 
     def nothing() -> dict:
-        return {
+        out = {
             "score": tf.zeros([0], tf.float32),
             "is_anomaly": tf.zeros([0], tf.bool),
             "anomaly_map": tf.zeros([0, height, width], tf.float32),
         }
+        if reference:
+            out.update(
+                input_ok=tf.zeros([0], tf.bool),
+                input_statistic=tf.zeros([0], tf.string),
+                input_z=tf.zeros([0], tf.float32),
+                input_statistics=tf.zeros([0, n_stats], tf.float32),
+            )
+        return out
 
     def from_images(images):
         images = check_images(images, channels)
         # An empty batch is answered without running the networks (some ops need N > 0).
-        return tf.cond(tf.shape(images)[0] > 0, lambda: decide(*preprocess(images, spec)), nothing)
+        return tf.cond(
+            tf.shape(images)[0] > 0, lambda: decide(*_prepare(images, spec, n_stats > 0)), nothing
+        )
 
     def from_bytes(encoded):
         # One file at a time: the files of a request may differ in size.
         def one(item):
-            model_input, roi = preprocess(_decode_one(*item, channels), spec)
-            return model_input[0], roi[0]
+            images = _decode_one(*item, channels)
+            model_input, roi, stats = _prepare(images, spec, n_stats > 0)
+            return model_input[0], roi[0], stats[0]
 
         indices = tf.range(tf.shape(encoded)[0])
-        model_inputs, roi = tf.map_fn(
+        model_inputs, roi, stats = tf.map_fn(
             one,
             (encoded, indices),
             fn_output_signature=(
                 tf.TensorSpec([height, width, channels], tf.float32),
                 tf.TensorSpec([height, width, 1], tf.float32),
+                tf.TensorSpec([n_stats], tf.float32),
             ),
         )
-        return tf.cond(tf.size(indices) > 0, lambda: decide(model_inputs, roi), nothing)
+        return tf.cond(tf.size(indices) > 0, lambda: decide(model_inputs, roi, stats), nothing)
 
     return {"serving_default": from_images, "serving_bytes": from_bytes}
 
 
-def serving_archive(scorer, spec: dict, threshold: float):
-    """The scorer, its preprocessing and threshold as a SavedModel archive.
+def serving_archive(scorer, spec: dict, threshold: float, reference: dict | None = None):
+    """The scorer, its preprocessing, threshold and input checks as a SavedModel archive.
+
+    ``reference``: the training normals' input statistics (``serving_functions``).
 
     Returns:
         ``(keras.export.ExportArchive, {signature name: its traced function})``.
     """
-    functions = serving_functions(scorer, spec, threshold)
+    functions = serving_functions(scorer, spec, threshold, reference)
     archive = keras.export.ExportArchive()
     archive.track(scorer)
     # Any rank is accepted so that a wrong one gets a readable refusal.

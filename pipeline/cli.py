@@ -6,6 +6,7 @@
     ganomaly stages                                     # what each stage reads and writes
     ganomaly experiment --config configs/default.yaml   # the run's MLflow experiment (created)
     ganomaly predict --model artifacts/default/export/ganomaly --input DIR --out DIR
+    ganomaly monitor --history DIR                      # drift over prediction runs
 
 Errors in the user's input print one line, ``ganomaly STAGE: error: ...``,
 and exit with status 2.
@@ -32,7 +33,7 @@ STAGES = stages.STAGE_NAMES
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganomaly", description=__doc__.split("\n")[0])
-    commands = (*STAGES, "run", "resolve", "stages", "experiment", "predict")
+    commands = (*STAGES, "run", "resolve", "stages", "experiment", "predict", "monitor")
     parser.add_argument("stage", choices=commands)
     parser.add_argument("--config", default="configs/default.yaml", help="experiment YAML")
     parser.add_argument("--run", default=None, help="run name (default: the config's stem)")
@@ -154,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import predict  # noqa: PLC0415
 
         return predict.main(argv[1:])
+    if argv[:1] == ["monitor"]:  # prediction runs' drift reports, no config
+        from pipeline import monitor  # noqa: PLC0415
+
+        return monitor.main(argv[1:])
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

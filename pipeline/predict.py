@@ -6,9 +6,16 @@
 ``--model`` is a model folder (its newest version is used) or one version folder.
 ``--input`` takes folders (searched recursively for PNG, JPEG and BMP files) and files.
 Writes into ``--out``:
-- ``predictions.csv``: path, score, is_anomaly, regions and their boxes in original
-  pixels (``y0 x0 y1 x1`` each, ``;`` between boxes), from the pixel threshold and
-  region rules stored in the version's ``assets/ganomaly.json``.
+- ``predictions.csv``: path, score, is_anomaly, input_ok (1: the frame is within the
+  training normals' acquisition range, 0: it is not), regions and their boxes in
+  original pixels (``y0 x0 y1 x1`` each, ``;`` between boxes), from the pixel threshold
+  and region rules stored in the version's ``assets/ganomaly.json``, and the input
+  statistic furthest from the training normals with its z-score.
+- ``drift.json``: the run's images against the training normals' input statistics and
+  its share of flagged images against the validation normals' (``pipeline/drift.py``);
+  one warning line per drifted statistic. ``--mlflow`` also logs the figures to the
+  model's pipeline run. A model exported without input statistics has no checks: one
+  line says so, and ``input_ok`` is left empty.
 - ``overlays/<name>.png`` for every flagged image: image, heatmap, boxes
   (``--no-overlays``: none).
 - ``errors.csv``: inputs that could not be scored and why; they do not stop the run.
@@ -30,8 +37,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-PREDICTION_COLUMNS = ["path", "score", "is_anomaly", "regions", "boxes"]
+PREDICTION_COLUMNS = [
+    "path",
+    "score",
+    "is_anomaly",
+    "input_ok",
+    "regions",
+    "boxes",
+    "input_statistic",
+    "input_z",
+]
 
 
 class PredictError(Exception):
@@ -85,6 +103,10 @@ class Predictor:
         self.tf = tf
         self.card = json.loads((version_dir / "assets" / ASSET_FILE).read_text())
         self.serve = tf.saved_model.load(str(version_dir)).signatures["serving_bytes"]
+        # Exported before the input checks: no input statistics, no input_ok output.
+        self.checks = bool(self.card.get("input_statistics"))
+        if self.checks:  # scipy loads with the model, not in the middle of the run
+            from pipeline import drift  # noqa: F401, PLC0415
 
     def score(self, files: list[bytes]) -> dict:
         out = self.serve(encoded=self.tf.constant(files, dtype=self.tf.string))
@@ -176,6 +198,7 @@ def predict(
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = out_dir / "overlays"
     rows, errors, drawn, started = [], [], [], time.perf_counter()
+    inputs_seen: list = []  # each scored image's input statistics, for the drift check
     n_batches = -(-len(files) // batch_size)
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as painter:
         batches = _batches(files, batch_size, reader)
@@ -186,7 +209,8 @@ def predict(
                 full, found = predictor.regions(out["anomaly_map"], size or _decoded_size(data))
                 boxes = ";".join(f"{r.y0} {r.x0} {r.y1} {r.x1}" for r in found)
                 score, flagged = float(out["score"]), int(out["is_anomaly"])
-                rows.append((str(path), score, flagged, len(found), boxes))
+                ok, statistic, z = _input_check(out, inputs_seen) if predictor.checks else 3 * ("",)
+                rows.append((str(path), score, flagged, ok, len(found), boxes, statistic, z))
                 if flagged and overlays:
                     folder.mkdir(exist_ok=True)
                     args = (predictor.card, path, data, score, full, found, folder)
@@ -195,14 +219,39 @@ def predict(
             future.result()  # an overlay that failed to draw fails the run, not silently
     _write_csv(out_dir / "predictions.csv", PREDICTION_COLUMNS, rows)
     _write_csv(out_dir / "errors.csv", ["path", "reason"], errors)
+    report = _drift(predictor, rows, inputs_seen, out_dir)
     seconds = time.perf_counter() - started
     return {
         "images": len(rows),
         "flagged": sum(row[2] for row in rows),
+        "not_ok": sum(row[3] == 0 for row in rows),
         "errors": len(errors),
         "images_per_s": len(rows) / max(seconds, 1e-9),
         "version": predictor.card["version"],
+        "drift": report,
+        "card": predictor.card,
     }
+
+
+def _input_check(out: dict, seen: list) -> tuple:
+    """``(input_ok, input_statistic, input_z)`` of one image; its statistics go to ``seen``."""
+    seen.append(out["input_statistics"])
+    return int(out["input_ok"]), out["input_statistic"].decode(), round(float(out["input_z"]), 2)
+
+
+def _drift(predictor: Predictor, rows: list, seen: list, out_dir: Path) -> dict:
+    """The run's drift report, written to ``drift.json`` (``drifted`` None: no checks)."""
+    from pipeline import drift  # noqa: PLC0415
+
+    if not predictor.checks:
+        report = {"drifted": None, "checks": "off", "model_version": predictor.card["version"]}
+        report["images"] = len(rows)
+    else:
+        flagged = np.array([row[2] for row in rows], bool)
+        input_ok = np.array([row[3] for row in rows], bool)
+        report = drift.compare(np.array(seen), flagged, input_ok, predictor.card)
+    drift.write(report, out_dir)
+    return report
 
 
 def _write_csv(path: Path, columns: list[str], rows: list) -> None:
@@ -224,25 +273,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-overlays", action="store_true", help="no overlay images (throughput only)"
     )
+    parser.add_argument(
+        "--mlflow", action="store_true", help="log the drift figures to the model's MLflow run"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
+        run_id = _mlflow_run(version_folder(args.model)) if args.mlflow else None
         summary = predict(
             args.model, args.input, args.out, args.batch_size, overlays=not args.no_overlays
         )
+        _report(summary, args.out)
+        if run_id and summary["drift"]["drifted"] is not None:
+            from pipeline import drift  # noqa: PLC0415
+
+            drift.log_to_mlflow(summary["drift"], run_id, args.out)
+            print(f"[predict] drift figures logged to MLflow run {run_id}", flush=True)
     except PredictError as err:
         print(f"ganomaly predict: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _mlflow_run(version_dir: Path) -> str:
+    """The pipeline run that exported the model, checked in the tracking store before scoring."""
+    from models.serving import ASSET_FILE  # noqa: PLC0415
+    from pipeline import drift  # noqa: PLC0415
+    from pipeline.core.errors import PipelineError  # noqa: PLC0415
+
+    card = json.loads((version_dir / "assets" / ASSET_FILE).read_text())
+    try:
+        return drift.check_mlflow_run(card.get("training_run_id"))
+    except PipelineError as err:
+        raise PredictError(f"--mlflow: {err}") from None
+
+
+def _report(summary: dict, out: Path) -> None:
+    """The summary line, then the input checks: one line each drifted statistic, or why none."""
+    from pipeline import drift  # noqa: PLC0415
+
+    report = summary["drift"]
     errors = f", {summary['errors']} unreadable (errors.csv)" if summary["errors"] else ""
+    not_ok = f", {summary['not_ok']} not ok (input_ok 0)" if summary["not_ok"] else ""
     print(
         f"[predict] {summary['images']} images scored with version {summary['version']}: "
-        f"{summary['flagged']} flagged{errors}; {summary['images_per_s']:.1f} images/s "
-        f"-> {args.out / 'predictions.csv'}",
+        f"{summary['flagged']} flagged{not_ok}{errors}; {summary['images_per_s']:.1f} images/s "
+        f"-> {out / 'predictions.csv'}",
         flush=True,
     )
-    return 0
+    if report["drifted"] is None:
+        print(
+            f"[predict] drift checks are off for version {summary['version']}: its model card "
+            "has no input statistics (exported before them; export it again to have them)",
+            flush=True,
+        )
+        return
+    for line in drift.warnings(report):
+        print(f"ganomaly predict: {line}", file=sys.stderr, flush=True)
+    if not report["drifted"]:
+        print(f"[predict] drift: none in {report['tests']} tests -> {out / drift.REPORT_FILE}")
 
 
 if __name__ == "__main__":

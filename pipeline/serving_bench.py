@@ -9,7 +9,9 @@ at batch 64 through each, ``ganomaly predict`` images/s on a folder of 400 PNGs 
 flagged: ``predict_img_s``; every image flagged, with and without overlays:
 ``predict_img_s_flagged``, ``predict_img_s_flagged_no_overlays``; from the first request,
 after the model is loaded), and the SavedModel's size (MB). Images are the size of the
-config's built-in data (``data.synthetic_size``).
+config's built-in data (``data.synthetic_size``). The model has the input checks, as the
+export stage writes it (a reference from the bench's own frames); the same figures
+without them end in ``_no_checks`` (what the checks cost: latency, images/s, predict).
 Prints one JSON object, last on its output.
 """
 
@@ -31,10 +33,11 @@ BATCH = 64
 PREDICT_IMAGES = 400
 
 
-def _export(config, folder: Path, threshold: float = 1e9) -> Path:
+def _export(config, folder: Path, threshold: float = 1e9, checks: bool = True) -> Path:
     """The config's scorer as the export stage writes it (with a stand-in model card).
 
     The default threshold flags nothing; ``-1e9`` flags every image (and every pixel).
+    ``checks``: with the input checks, their reference measured on the bench's frames.
     """
     import dataclasses  # noqa: PLC0415
 
@@ -43,7 +46,8 @@ def _export(config, folder: Path, threshold: float = 1e9) -> Path:
 
     scorer = modeling.build_scorer(config, modeling.build_model(config))
     spec = dataclasses.asdict(config.preprocess)
-    archive, _ = serving_archive(scorer, spec, threshold=threshold)
+    reference = _reference(config, spec) if checks else None
+    archive, _ = serving_archive(scorer, spec, threshold, reference)
     target = folder / "1"
     archive.write_out(str(target), verbose=False)
     card = {
@@ -51,9 +55,22 @@ def _export(config, folder: Path, threshold: float = 1e9) -> Path:
         "preprocess": spec,
         "pixel_threshold": threshold,
         "regions": {"min_area": 16, "max_area": 0, "min_mean": 0.0},
+        "input_statistics": reference,
+        "validation_scores": {"count": 100, "false_alarms": 1} if checks else None,
     }
     (target / "assets" / "ganomaly.json").write_text(json.dumps(card))
     return target
+
+
+def _reference(config, spec: dict) -> dict:
+    """Input statistics of the bench's own frames: the checks run and every frame passes."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from models import input_stats  # noqa: PLC0415
+
+    frames = [tf.io.decode_png(data, spec["channels"]) for data in _png_files(config, 16)]
+    stats = input_stats.measure(tf.cast(tf.stack(frames), tf.float32), spec)[2].numpy()
+    return input_stats.summarise(stats, input_stats.statistic_names(spec))
 
 
 def _png_files(config, n: int) -> list[bytes]:
@@ -94,27 +111,40 @@ def measure(config, repeats: int) -> dict:
 
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        target = _export(config, Path(tmp) / "model")
-        result["export_size_mb"] = saved_size_mb(target)
-        signatures = tf.saved_model.load(str(target)).signatures
         files = _png_files(config, BATCH)
         pixels = tf.constant(
             np.stack([np.asarray(tf.io.decode_png(f)) for f in files]).astype(np.float32)
         )
-        calls = {
-            "serving_default": lambda n: signatures["serving_default"](images=pixels[:n]),
-            "serving_bytes": lambda n: signatures["serving_bytes"](encoded=tf.constant(files[:n])),
-        }
-        for name, call in calls.items():
-            p50, p95 = _latencies_ms(lambda call=call: call(1), repeats)
-            result[f"latency_ms_b1_p50_{name}"] = p50
-            result[f"latency_ms_b1_p95_{name}"] = p95
-            result[f"img_s_b{BATCH}_{name}"] = _images_per_s(lambda call=call: call(BATCH), BATCH)
-        result.update(_predict_rates(config, Path(tmp), target.parent))
+        for checks, suffix in ((True, ""), (False, "_no_checks")):
+            target = _export(config, Path(tmp) / f"model{suffix}", checks=checks)
+            if checks:
+                result["export_size_mb"] = saved_size_mb(target)
+            signatures = tf.saved_model.load(str(target)).signatures
+            result.update(_signature_speeds(signatures, files, pixels, repeats, suffix))
+        quiet_models = (Path(tmp) / "model", Path(tmp) / "model_no_checks")
+        result.update(_predict_rates(config, Path(tmp), *quiet_models))
     return result
 
 
-def _predict_rates(config, tmp: Path, quiet_model: Path) -> dict:
+def _signature_speeds(signatures, files: list, pixels, repeats: int, suffix: str) -> dict:
+    """Batch-1 latency (p50, p95) and batch-``BATCH`` images/s of each signature."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    calls = {
+        "serving_default": lambda n: signatures["serving_default"](images=pixels[:n]),
+        "serving_bytes": lambda n: signatures["serving_bytes"](encoded=tf.constant(files[:n])),
+    }
+    result = {}
+    for name, call in calls.items():
+        p50, p95 = _latencies_ms(lambda call=call: call(1), repeats)
+        result[f"latency_ms_b1_p50_{name}{suffix}"] = p50
+        result[f"latency_ms_b1_p95_{name}{suffix}"] = p95
+        rate = _images_per_s(lambda call=call: call(BATCH), BATCH)
+        result[f"img_s_b{BATCH}_{name}{suffix}"] = rate
+    return result
+
+
+def _predict_rates(config, tmp: Path, quiet_model: Path, unchecked_model: Path) -> dict:
     """``ganomaly predict`` images/s on a folder: nothing flagged, every image flagged."""
     from pipeline import predict  # noqa: PLC0415
 
@@ -125,6 +155,7 @@ def _predict_rates(config, tmp: Path, quiet_model: Path) -> dict:
     flagging_model = _export(config, tmp / "flagging", threshold=-1e9).parent
     runs = {
         "predict_img_s": (quiet_model, True),
+        "predict_img_s_no_checks": (unchecked_model, True),
         "predict_img_s_flagged": (flagging_model, True),
         "predict_img_s_flagged_no_overlays": (flagging_model, False),
     }
@@ -132,7 +163,8 @@ def _predict_rates(config, tmp: Path, quiet_model: Path) -> dict:
     for key, (model, overlays) in runs.items():
         out = tmp / key
         summary = predict.predict(model, [str(inbox)], out, overlays=overlays)
-        assert summary["flagged"] == (0 if model == quiet_model else PREDICT_IMAGES), summary
+        flagging = model == flagging_model
+        assert summary["flagged"] == (PREDICT_IMAGES if flagging else 0), summary
         rates[key] = summary["images_per_s"]
     return rates
 

@@ -9,8 +9,9 @@ from pipeline.core import artifacts
 from pipeline.core.artifacts import SUCCESS, require_stage, run_dir, stage_output
 from pipeline.core.errors import PipelineError
 
-# What the stage table declares for preprocess: preprocess.json and *.tfrecord.
-DECLARED = {"preprocess.json": "{}", "train-00000.tfrecord": ""}
+# What the stage table declares for preprocess: preprocess.json, *.tfrecord, input statistics.
+STATISTICS = {"input_statistics.csv": "", "input_statistics.json": "{}"}
+DECLARED = {"preprocess.json": "{}", "train-00000.tfrecord": "", **STATISTICS}
 
 
 def _complete_stage(run_path: Path, stage: str, files: dict) -> Path:
@@ -117,7 +118,7 @@ def test_run_dir(tmp_path):
     "files, complaint",
     [
         ({**DECLARED, "notes.txt": "x"}, r"undeclared \['notes.txt'\]"),
-        ({"train-00000.tfrecord": ""}, r"left out \['preprocess.json'\]"),
+        ({"train-00000.tfrecord": "", **STATISTICS}, r"left out \['preprocess.json'\]"),
     ],
 )
 def test_an_undeclared_or_missing_output_is_never_moved_into_place(tmp_path, files, complaint):

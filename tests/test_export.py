@@ -107,6 +107,7 @@ def test_both_signatures_take_an_empty_batch(served):
     for out in (empty_images, empty_files):
         assert out["score"].shape == (0,) and out["is_anomaly"].shape == (0,)
         assert out["anomaly_map"].shape == (0, 32, 32)
+        assert out["input_ok"].shape == (0,) and out["input_statistics"].shape == (0, 10)
 
 
 EXPECTED = "expected float32 images of shape (N, H, W, 1) with pixel values 0-255"
@@ -156,6 +157,52 @@ def test_a_bad_file_request_is_one_sentence_and_the_next_is_served(served, case)
     assert served["serving_bytes"](encoded=tf.constant([good]))["score"].shape == (1,)
 
 
+# Input checks: the training statistics, measured again in the graph -------------------------
+
+
+def test_the_served_input_statistics_are_those_preprocess_measured(pipeline_run, served):
+    _, run_path = pipeline_run
+    card = json.loads((_version_dir(run_path) / "assets" / "ganomaly.json").read_text())
+    names, reference = card["input_statistics"]["names"], card["input_statistics"]
+    measured = pd.read_csv(run_path / "preprocess" / "input_statistics.csv")
+    measured = measured[measured["split"] == "test"]
+    files = [Path(p).read_bytes() for p in measured["path"]]
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(f)), np.float32)[..., None] for f in files])
+    by_bytes = served["serving_bytes"](encoded=tf.constant(files))
+    by_pixels = served["serving_default"](images=tf.constant(pixels))
+    for out in (by_bytes, by_pixels):
+        stats = out["input_statistics"].numpy()
+        np.testing.assert_allclose(stats, measured[names], rtol=1e-5, atol=1e-4)
+        # input_ok and input_z as the card's reference says, recomputed here.
+        table = [reference["statistics"][n] for n in names]
+        median = np.array([t["median"] for t in table])
+        below, above = np.array([t["scale"] for t in table]).T
+        z = (stats - median) / np.where(stats < median, below, above)
+        worst = np.abs(z).argmax(axis=1)
+        np.testing.assert_allclose(out["input_z"].numpy(), z[np.arange(len(z)), worst], rtol=1e-4)
+        assert out["input_statistic"].numpy().tolist() == [names[i].encode() for i in worst]
+        assert out["input_ok"].numpy().tolist() == (np.abs(z).max(1) <= 8.0).tolist()
+    # Defective parts are parts: their frames are as usable as the normal ones.
+    assert by_bytes["input_ok"].numpy().all()
+
+
+def test_black_white_and_noise_frames_are_not_ok_in_both_signatures(served):
+    frames = np.stack(
+        [
+            np.zeros((64, 64, 1)),
+            np.full((64, 64, 1), 255.0),
+            np.random.default_rng(0).integers(0, 256, (64, 64, 1)),
+        ]
+    ).astype(np.float32)
+    by_pixels = served["serving_default"](images=tf.constant(frames))
+    files = [_png(frame[..., 0].astype(np.uint8)) for frame in frames]
+    by_bytes = served["serving_bytes"](encoded=tf.constant(files))
+    for out in (by_pixels, by_bytes):
+        assert out["input_ok"].numpy().tolist() == [False, False, False]
+        assert out["input_statistic"].numpy().tolist() == [b"clipped", b"clipped", b"noise"]
+        assert np.isfinite(out["score"].numpy()).all()  # still scored: two answers, not one
+
+
 # What the version folder holds ------------------------------------------------------------------
 
 
@@ -173,6 +220,10 @@ def test_the_version_folder_describes_itself(pipeline_run):
     recorded = json.loads((run_path / "mlflow_run.json").read_text())["run_id"]
     assert card["training_run_id"] == recorded
     assert len(card["git_commit"]) == 40
+    reference = json.loads((run_path / "preprocess" / "input_statistics.json").read_text())
+    assert card["input_statistics"] == reference and reference["count"] == 36
+    assert card["validation_scores"] == scoring["validation_scores"]
+    assert card["validation_scores"]["count"] == 12
 
 
 def test_only_what_serving_needs_is_exported(pipeline_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from pipeline import predict
+from pipeline import drift, predict
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,101 @@ def test_the_command_prints_a_summary_and_bad_arguments_one_line(predicted, tmp_
     assert bad.returncode == 2
     reason = "neither a SavedModel nor a folder of numbered versions"
     assert bad.stderr.strip() == f"ganomaly predict: error: {tmp_path}: {reason}"
+
+
+# Input checks and drift --------------------------------------------------------------------
+
+
+def test_input_ok_and_the_drift_report_are_the_served_models_outputs(predicted):
+    import tensorflow as tf
+
+    run_path, _, out, summary = predicted
+    got = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    version = run_path / "export" / "ganomaly" / "1"
+    served = tf.saved_model.load(str(version)).signatures["serving_bytes"]
+    answer = served(encoded=tf.constant([Path(p).read_bytes() for p in got["path"]]))
+    assert got["input_ok"].tolist() == answer["input_ok"].numpy().astype(int).tolist()
+    assert got["input_statistic"].tolist() == [
+        s.decode() for s in answer["input_statistic"].numpy()
+    ]
+    np.testing.assert_allclose(got["input_z"], answer["input_z"].numpy(), atol=0.006)
+    report = json.loads((out / drift.REPORT_FILE).read_text())
+    names = json.loads((version / "assets" / "ganomaly.json").read_text())["input_statistics"]
+    medians = np.median(answer["input_statistics"].numpy(), axis=0)
+    for name, median in zip(names["names"], medians):
+        assert report["statistics"][name]["median"] == pytest.approx(median, rel=1e-6)
+    drifted = [n for n, f in report["statistics"].items() if f["drifted"]]
+    assert report["drifted"] == drifted + [drift.FLAGGED] * report[drift.FLAGGED]["drifted"]
+    assert report["images"] == summary["images"] == len(got)
+    assert report[drift.FLAGGED]["flagged"] == summary["flagged"]
+
+
+def test_a_darker_run_warns_once_per_drifted_statistic_and_logs_to_mlflow(
+    predicted, tmp_path, capsys, mlflow_uri
+):
+    import mlflow
+
+    run_path, scores, _, _ = predicted
+    inbox = tmp_path / "darker"
+    inbox.mkdir()
+    for i, path in enumerate(scores["path"]):
+        pixels = np.asarray(Image.open(path), np.float32) * 0.85
+        Image.fromarray(np.round(pixels).astype(np.uint8)).save(inbox / f"{i:03d}.png")
+    model = str(run_path / "export" / "ganomaly")
+    argv = ["--model", model, "--input", str(inbox), "--out", str(tmp_path / "out"), "--mlflow"]
+    assert predict.main(argv) == 0
+    report = json.loads((tmp_path / "out" / drift.REPORT_FILE).read_text())
+    assert "brightness" in report["drifted"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == len(report["drifted"])
+    assert warnings[report["drifted"].index("brightness")].startswith(
+        "ganomaly predict: warning: brightness has drifted: median "
+    )
+    client = mlflow.tracking.MlflowClient(mlflow_uri)
+    run_id = json.loads((run_path / "mlflow_run.json").read_text())["run_id"]
+    history = client.get_metric_history(run_id, "drift_brightness_median")
+    assert history[-1].value == pytest.approx(report["statistics"]["brightness"]["median"])
+    assert history[-1].step == len(history) - 1
+    logged = client.list_artifacts(run_id, "predict")
+    assert logged and logged[-1].is_dir
+
+
+@pytest.fixture(scope="module")
+def old_model(pipeline_run, tmp_path_factory):
+    """The tiny run's model as exported before the input checks: none in the graph or card."""
+    from models.serving import ASSET_FILE, serving_archive
+    from pipeline.core import modeling, records
+
+    config, run_path = pipeline_run
+    card_path = run_path / "export" / "ganomaly" / "1" / "assets" / ASSET_FILE
+    card = json.loads(card_path.read_text())
+    scorer = modeling.load_scorer(config, run_path / "train", run_path / "evaluate")
+    spec = records.read_info(run_path / "preprocess")["spec"]
+    archive, _ = serving_archive(scorer, spec, card["threshold"])
+    target = tmp_path_factory.mktemp("old") / "ganomaly" / "1"
+    archive.write_out(str(target), verbose=False)
+    for key in ("input_statistics", "validation_scores"):
+        del card[key]
+    (target / "assets" / ASSET_FILE).write_text(json.dumps(card))
+    return target
+
+
+def test_a_model_exported_before_the_checks_predicts_with_them_off(
+    old_model, predicted, tmp_path, capsys
+):
+    _, scores, _, _ = predicted
+    inputs = list(scores["path"][:3])
+    assert (
+        predict.main(["--model", str(old_model), "--input", *inputs, "--out", str(tmp_path)]) == 0
+    )
+    printed = capsys.readouterr()
+    off = [line for line in printed.out.splitlines() if "drift checks are off" in line]
+    assert off == [
+        "[predict] drift checks are off for version 1: its model card has no input "
+        "statistics (exported before them; export it again to have them)"
+    ]
+    assert "warning" not in printed.err
+    got = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    np.testing.assert_allclose(got["score"], scores["score"][:3], atol=1e-3)
+    assert got["input_ok"].tolist() == ["", "", ""]
+    assert json.loads((tmp_path / drift.REPORT_FILE).read_text())["drifted"] is None

@@ -46,7 +46,7 @@ def preprocessed(tmp_path_factory, mlflow_uri, data_dir):
     out = run_path / "preprocess"
     spec = json.loads((out / "preprocess.json").read_text())["spec"]
     records = [ex for split in ("train", "val", "test") for ex in read_split(out, split)]
-    return config, spec, records
+    return config, spec, records, out
 
 
 def _serving_module(spec: dict) -> tf.Module:
@@ -75,7 +75,7 @@ def _serving_module(spec: dict) -> tf.Module:
 
 
 def test_savedmodel_preprocessing_matches_the_tfrecords(preprocessed, tmp_path):
-    _, spec, records = preprocessed
+    _, spec, records, _ = preprocessed
     assert len(records) == 18  # 8 train/val normals + 2 test normals + 2 of each of 4 defects
     module = _serving_module(spec)
     signatures = {
@@ -101,7 +101,7 @@ def test_savedmodel_preprocessing_matches_the_tfrecords(preprocessed, tmp_path):
 
 
 def test_roi_blanks_the_outside_and_clahe_changes_the_image(preprocessed):
-    _, spec, records = preprocessed
+    _, spec, records, _ = preprocessed
     images = np.stack([ex["image"].numpy()[..., 0] for ex in records])
     roi = np.stack([ex["roi"].numpy() for ex in records]).astype(bool)
     # Outside the annulus every pixel is exactly -1 (black); inside it is not all black.
@@ -126,14 +126,21 @@ def test_roi_blanks_the_outside_and_clahe_changes_the_image(preprocessed):
 
 
 def test_exported_archive_scores_the_images_the_pipeline_wrote(preprocessed, tmp_path):
-    """The real export (untrained weights) replays the same preprocessing before scoring."""
+    """The real export (untrained weights) replays the same preprocessing before scoring.
+
+    And the same measurement: the circle the ROI found is among the input statistics.
+    """
+    import pandas as pd
+
+    from components.export import input_reference
     from models.serving import serving_archive
     from pipeline.core import modeling
 
-    config, spec, records = preprocessed
+    config, spec, records, out = preprocessed
     records = records[:6]
     scorer = modeling.build_scorer(config, modeling.build_model(config))
-    archive, _ = serving_archive(scorer, spec, threshold=0.0)
+    reference = input_reference(out)
+    archive, _ = serving_archive(scorer, spec, 0.0, reference)
     archive.write_out(str(tmp_path / "model"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_bytes"]
     encoded = tf.constant([Path(ex["path"].numpy().decode()).read_bytes() for ex in records])
@@ -145,6 +152,11 @@ def test_exported_archive_scores_the_images_the_pipeline_wrote(preprocessed, tmp
     served_map = got["anomaly_map"].numpy()
     assert (served_map[~roi] == 0.0).all()
     np.testing.assert_allclose(served_map, want["anomaly_map"].numpy() * roi, rtol=1e-4, atol=1e-4)
+    measured = pd.read_csv(out / "input_statistics.csv").set_index("path")
+    paths = [ex["path"].numpy().decode() for ex in records]
+    assert reference["names"][-3:] == ["roi_radius", "roi_centre_y", "roi_centre_x"]
+    expected = measured.loc[paths, reference["names"]].to_numpy()
+    np.testing.assert_allclose(got["input_statistics"].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 # 10. letterbox and center_crop ------------------------------------------------------------------

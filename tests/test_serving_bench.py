@@ -13,8 +13,10 @@ def test_main_prints_every_key_as_one_json_line_last(capsys, monkeypatch):
     assert serving_bench.main(["--config", "configs/default.yaml", *sets, "--repeats", "3"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for signature in ("serving_default", "serving_bytes"):
-        p50 = result[f"latency_ms_b1_p50_{signature}"]
-        assert 0 < p50 <= result[f"latency_ms_b1_p95_{signature}"]
-        assert result[f"img_s_b4_{signature}"] > 0
+        for name in (signature, f"{signature}_no_checks"):  # with and without input checks
+            p50 = result[f"latency_ms_b1_p50_{name}"]
+            assert 0 < p50 <= result[f"latency_ms_b1_p95_{name}"]
+            assert result[f"img_s_b4_{name}"] > 0
     assert result["predict_img_s"] > 0 and 0 < result["export_size_mb"] < 50
+    assert result["predict_img_s_no_checks"] > 0
     assert result["predict_img_s_flagged"] > 0 and result["predict_img_s_flagged_no_overlays"] > 0

@@ -86,6 +86,8 @@ STAGES: tuple[Stage, ...] = (
         writes=(
             Output("preprocess.json", "the preprocessing spec and each split's shards and counts"),
             Output("*.tfrecord", "model inputs, ROI and ground-truth masks (the map size)"),
+            Output("input_statistics.csv", "per image its input statistics (brightness, ...)"),
+            Output("input_statistics.json", "the training normals' input statistics (reference)"),
         ),
     ),
     Stage(
