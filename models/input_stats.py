@@ -46,7 +46,7 @@ FRAME += ("orientation", "centre_y", "centre_x")
 COLOUR = ("colour",)
 CIRCLE = ("roi_radius", "roi_centre_y", "roi_centre_x")
 # A frame is out of the acquisition range when a statistic lies further than this many
-# robust standard deviations from the training normals' median. Generous on purpose:
+# spreads (``summarise``) from the training normals' median. Generous on purpose:
 # `input_ok` is for unusable frames (black, white, noise, another camera); gradual
 # changes are the drift check's (per batch, far more sensitive).
 Z_LIMIT = 8.0
@@ -72,7 +72,7 @@ RELATIVE_MIN_SCALE = {"size": 0.005}  # of the median: a 4% larger frame is 8 sp
 # The training normals' reference, written by the preprocess stage.
 REFERENCE_FILE = "input_statistics.json"
 # Statistics come from at most about this many pixels of a frame, in whole rows (every
-# pixel of a frame up to 258 x 258): plenty for means, and a bounded cost for any frame.
+# pixel of a frame up to 256 x 256): plenty for means, and a bounded cost for any frame.
 SAMPLED_PIXELS = 256 * 256
 QUANTILES = np.linspace(0.0, 1.0, 101)
 _Z_99 = 2.3263  # the 99% quantile of a standard normal
@@ -93,30 +93,35 @@ def frame_statistics(images: tf.Tensor, channels: int) -> list[tf.Tensor]:
 
     Returns one float32 ``[B]`` tensor per statistic. They are taken on at most
     about ``SAMPLED_PIXELS`` pixels (evenly spaced whole rows), each with its
-    four neighbours at full resolution: a large frame costs what a 256-pixel one
-    does, and the Laplacian and gradients still see the camera's own pixels. A
-    frame of any size (one pixel included) gives finite values. Written for few
-    ops: ``serving_bytes`` runs it once per file, and it must cost the model
-    little (a 3x3 conv2d, or pixels gathered one by one, measured several times
-    slower on a CPU).
+    four neighbours at full resolution (the frame's edge repeated beyond it): a
+    large frame costs what a 256-pixel one does, the Laplacian and gradients
+    still see the camera's own pixels, and a frame of any size (one pixel
+    included) gives finite values. Written for few ops and no branch:
+    ``serving_bytes`` runs it once per file, and it must cost the model little
+    (a 3x3 conv2d, pixels gathered one by one, or a tf.cond, measured slower).
     """
     images = tf.convert_to_tensor(images, tf.float32)
     shape = tf.shape(images)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    (centre, up, down, left, right), (rows, cols) = _grid(_at_least_three(images))
-    gray = [tf.reduce_mean(g, -1) for g in (centre, up, down, left, right)]
-    laplacian = gray[1] + gray[2] + gray[3] + gray[4] - 4.0 * gray[0]
-    row_means, column_means = tf.reduce_mean(gray[0], 2), tf.reduce_mean(gray[0], 1)
+    rows, picked = _sampled_rows(images)
+    gray = picked[..., 0] if channels == 1 else tf.reduce_mean(picked, -1)
+    up, centre, down = tf.split(gray, 3, axis=1)
+    left = tf.concat([centre[:, :, :1], centre[:, :, :-1]], 2)
+    right = tf.concat([centre[:, :, 1:], centre[:, :, -1:]], 2)
+    laplacian = left + right + up + down - 4.0 * centre
+    row_means, column_means = tf.reduce_mean(centre, 2), tf.reduce_mean(centre, 1)
     brightness = tf.reduce_mean(row_means, 1)
-    variance = tf.maximum(_mean_square(gray[0]) - tf.square(brightness), 0.0)
-    grad_x, grad_y = _mean_square(gray[4] - gray[3]), _mean_square(gray[2] - gray[1])
+    variance = tf.maximum(_mean_square(centre) - tf.square(brightness), 0.0)
+    grad_x, grad_y = _mean_square(right - left), _mean_square(down - up)
     lit = brightness > 0.0  # an all-black frame has its light in the middle
     safe = tf.where(lit, brightness, 1.0)
+    light_y = tf.reduce_mean(row_means * (tf.cast(rows, tf.float32) + 0.5) / height, 1)
+    light_x = tf.reduce_mean(column_means * (tf.range(width) + 0.5) / width, 1)
     ones = tf.ones_like(brightness)
     stats = [
         brightness,
         tf.sqrt(variance),
-        tf.reduce_mean(tf.cast(tf.abs(gray[0] - 127.5) > 127.0, tf.float32), [1, 2]),  # 0, 255
+        tf.reduce_mean(tf.cast(tf.abs(centre - 127.5) > 127.0, tf.float32), [1, 2]),  # 0, 255
         # Not log(1 + v): a flat frame (0) must lie far below any real one (tens at least).
         tf.math.log(_mean_square(laplacian) + 0.01) / math.log(10.0),
         # White noise has as much variance between neighbours as overall (1); a picture less.
@@ -124,55 +129,33 @@ def frame_statistics(images: tf.Tensor, channels: int) -> list[tf.Tensor]:
         tf.sqrt(height * width) * ones,
         width / height * ones,
         (grad_x - grad_y) / (grad_x + grad_y + 1.0),
-        tf.where(lit, tf.reduce_mean(row_means * rows, 1) / safe, 0.5),
-        tf.where(lit, tf.reduce_mean(column_means * cols, 1) / safe, 0.5),
+        tf.where(lit, light_y / safe, 0.5),
+        tf.where(lit, light_x / safe, 0.5),
     ]
     if channels == 3:
-        spread = tf.reduce_max(centre, -1) - tf.reduce_min(centre, -1)
+        middle = tf.split(picked, 3, axis=1)[1]
+        spread = tf.reduce_max(middle, -1) - tf.reduce_min(middle, -1)
         stats.append(tf.reduce_mean(spread, [1, 2]))
     return stats
 
 
-def _at_least_three(images: tf.Tensor) -> tf.Tensor:
-    """Frames under 3 pixels on a side mirrored to 3 or more: every pixel needs neighbours."""
-    small = tf.reduce_min(tf.shape(images)[1:3]) < 3
-    padding = [[0, 0], [1, 1], [1, 1], [0, 0]]
-    return tf.cond(small, lambda: tf.pad(images, padding, "SYMMETRIC"), lambda: images)
+def _sampled_rows(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every ``step``-th row of the frames, and the rows just above and below them.
 
-
-def _grid(images: tf.Tensor) -> tuple:
-    """The sampled pixels and their four neighbours, and where the pixels lie.
-
-    Whole rows are sampled (every ``step``-th of the frame's interior, with the
-    rows above and below): gathering rows copies contiguous memory, where a
-    grid strided in both directions would be copied pixel by pixel.
+    Whole rows are gathered (contiguous memory; a grid strided in both
+    directions is copied pixel by pixel), as few as keep ``SAMPLED_PIXELS``.
 
     Returns:
-        ``((centre, up, down, left, right), (rows, columns))``: five ``[B, h,
-        W - 2, C]`` grids (the sampled pixels, and the pixels above, below, left
-        and right of each), and the sampled pixels' centres as fractions of the
-        frame's height ``[h]`` and width ``[W - 2]``.
+        ``(rows, picked)``: the sampled rows' indices ``[h]``, and ``[B, 3h, W,
+        C]``: the rows above them, the rows, the rows below (the edge row
+        repeated at the frame's top and bottom).
     """
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    interior = tf.cast((height - 2) * (width - 2), tf.float32)
-    step = tf.maximum(1, tf.cast(tf.math.ceil(interior / SAMPLED_PIXELS), tf.int32))
-    rows, cols = tf.range(1, height - 1, step), tf.range(1, width - 1)
-
-    def sliced():  # every interior row: plain slices
-        return [images[:, dy : height - 2 + dy] for dy in (0, 1, 2)]
-
-    def gathered():
-        return [tf.gather(images, rows + dy - 1, axis=1) for dy in (0, 1, 2)]
-
-    above, middle, below = tf.cond(step > 1, gathered, sliced)
-    grids = middle[:, :, 1:-1], above[:, :, 1:-1], below[:, :, 1:-1]
-    grids += middle[:, :, :-2], middle[:, :, 2:]
-
-    def fractions(pixels, size):
-        return (tf.cast(pixels, tf.float32) + 0.5) / tf.cast(size, tf.float32)
-
-    return grids, (fractions(rows, height), fractions(cols, width))
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    pixels = tf.cast(height * width, tf.float32)
+    step = tf.maximum(1, tf.cast(tf.math.ceil(pixels / SAMPLED_PIXELS), tf.int32))
+    rows = tf.range(0, height, step)
+    around = [tf.maximum(rows - 1, 0), rows, tf.minimum(rows + 1, height - 1)]
+    return rows, tf.gather(images, tf.concat(around, 0), axis=1)
 
 
 def _mean_square(values: tf.Tensor) -> tf.Tensor:
