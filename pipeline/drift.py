@@ -156,7 +156,7 @@ def warnings(report: dict) -> list[str]:
                 f"warning: {FLAGGED} has drifted: {f['flagged']} of {f['images']} images flagged "
                 f"({f['share']:.1%}); {f['validation_false_alarms']} of "
                 f"{f['validation_normals']} validation normals ({f['validation_share']:.1%}); "
-                f"p {f['p_value']:.1e}"
+                f"p {_p(f['p_value'])}"
             )
             continue
         f = report["statistics"][name]
@@ -164,9 +164,13 @@ def warnings(report: dict) -> list[str]:
         lines.append(
             f"warning: {name} has drifted: median {f['median']:.4g} here, "
             f"{f['training_median']:.4g} in training (1-99%: {low:.4g}-{high:.4g}); "
-            f"KS {f['ks']:.2f}, shift {f['shift']:+.2f}, p {min(f['ks_p'], f['shift_p']):.1e}"
+            f"KS {f['ks']:.2f}, shift {f['shift']:+.2f}, p {_p(min(f['ks_p'], f['shift_p']))}"
         )
     return lines
+
+
+def _p(p_value: float) -> str:
+    return f"{p_value:.1e}" if p_value > 0 else "< 1e-300"  # beyond a double's reach
 
 
 def write(report: dict, folder: Path) -> Path:
