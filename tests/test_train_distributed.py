@@ -167,58 +167,57 @@ def test_kill_9_of_one_worker_fails_the_run_in_one_line_instead_of_hanging(tiny_
     assert (run_path / train.PARTIAL / "ckpt-000000002").is_dir()  # resumable
 
 
+def _train_in(root: Path, run: str, config) -> tuple[Path, Path]:
+    """Trains ``config`` into a fresh run under ``root``; checks the history and the policy."""
+    run_path = train_run(root, run)
+    out = run_path / "out"
+    out.mkdir()
+    train.run(config, {"preprocess": run_path / "preprocess"}, out)
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert all(np.isfinite(history[name]) for name in history.dtype.names)
+    assert keras.mixed_precision.global_policy().name == "float32"  # left as found
+    return run_path, out
+
+
+def _scores_computed_in(dtype: str, config, run_path: Path, out: Path) -> dict:
+    """The trained networks computing in ``dtype``, as training ran them, score the test split."""
+    keras.mixed_precision.set_global_policy(f"mixed_{dtype}")
+    try:
+        model = modeling.load_trained(config, out)
+        assert model.generator.compute_dtype == dtype
+        return modeling.build_scorer(config, model).score(_test_images(run_path / "preprocess"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _assert_float32_and_finite(scores: dict, names: tuple[str, ...]) -> None:
+    for name in names:
+        assert scores[name].dtype == "float32", name
+        assert np.all(np.isfinite(np.asarray(scores[name]))), name
+
+
 @pytest.mark.slow  # over 20 s on 2 cores
 def test_mirrored_mixed_precision_trains_with_finite_losses_and_scores_in_float32(
     tiny_preprocessed,
 ):
     config_file, root = tiny_preprocessed
-    run_path = train_run(root, "mixed")
     config = load_config(
         config_file, ["train.epochs=1", "train.strategy=mirrored", "train.mixed_precision=true"]
     )
-    out = run_path / "out"
-    out.mkdir()
-    train.run(config, {"preprocess": run_path / "preprocess"}, out)
-
-    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
-    assert all(np.isfinite(history[name]) for name in history.dtype.names)
-    assert keras.mixed_precision.global_policy().name == "float32"  # left as found
-    # Networks computing in float16, as training ran them: the scorer still gives float32.
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = modeling.load_trained(config, out)
-        assert model.generator.compute_dtype == "float16"
-        scores = modeling.build_scorer(config, model).score(_test_images(run_path / "preprocess"))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    for name in ("score", "anomaly_map", "map_score", "reconstruction"):
-        assert scores[name].dtype == "float32", name
-        assert np.all(np.isfinite(np.asarray(scores[name]))), name
+    run_path, out = _train_in(root, "mixed", config)
+    # Networks computing in float16: the scorer still gives float32.
+    scores = _scores_computed_in("float16", config, run_path, out)
+    _assert_float32_and_finite(scores, ("score", "anomaly_map", "map_score", "reconstruction"))
 
 
 def test_bfloat16_trains_without_loss_scaling_and_scores_in_float32(tiny_preprocessed, capsys):
     config_file, root = tiny_preprocessed
-    run_path = train_run(root, "bfloat16")
     config = load_config(config_file, ["train.epochs=1", "train.mixed_precision=bfloat16"])
     model = train.compiled_model(config)
     assert not isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
-    out = run_path / "out"
-    out.mkdir()
-    train.run(config, {"preprocess": run_path / "preprocess"}, out)
-
-    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
-    assert all(np.isfinite(history[name]) for name in history.dtype.names)
-    assert keras.mixed_precision.global_policy().name == "float32"  # left as found
+    run_path, out = _train_in(root, "bfloat16", config)
     emulated = "train.mixed_precision bfloat16: this CPU has no bfloat16 unit"
     native = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
     assert (emulated in capsys.readouterr().out) is not native
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = modeling.load_trained(config, out)
-        assert model.generator.compute_dtype == "bfloat16"
-        scores = modeling.build_scorer(config, model).score(_test_images(run_path / "preprocess"))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    for name in ("score", "anomaly_map"):
-        assert scores[name].dtype == "float32", name
-        assert np.all(np.isfinite(np.asarray(scores[name]))), name
+    scores = _scores_computed_in("bfloat16", config, run_path, out)
+    _assert_float32_and_finite(scores, ("score", "anomaly_map"))
