@@ -108,6 +108,7 @@ def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> d
         "![samples](samples.png)",
         "",
     ]
+    lines += _training_lines(frame)
     if len(notes):
         lines += ["## Converted on reading", ""]
         lines += [f"- `{r.path}`: {r.notes}" for r in notes.itertuples()] + [""]
@@ -119,4 +120,37 @@ def write(frame: pd.DataFrame, rejected: list[dict], out: Path, root: Path) -> d
     }
     counts["n_rejected"] = len(rejected)
     counts["n_test_abnormal"] = int(((frame["split"] == "test") & (frame["label"] == 1)).sum())
+    counts["n_train_labelled"] = int(((frame["split"] == "train") & (frame["label"] == 1)).sum())
+    if "planted" in frame:
+        counts["n_planted"] = int(frame["planted"].astype(bool).sum())
     return counts
+
+
+def _training_lines(frame: pd.DataFrame) -> list[str]:
+    """What training learns from: labelled defects, planted ones, where suspects are listed."""
+    labelled = frame[(frame["split"] == "train") & (frame["label"] == 1)]
+    lines = ["## What training learns from", ""]
+    if len(labelled):
+        masked = int(labelled["mask_path"].astype(bool).sum())
+        types = ", ".join(f"{k} {v}" for k, v in labelled["defect_type"].value_counts().items())
+        lines.append(
+            f"{len(labelled)} labelled defect(s) ({types}); {masked} with a mask (taught per "
+            f"pixel), {len(labelled) - masked} by image label only. The defect head learns from "
+            "them; the generator never sees them, and they never count in test metrics."
+        )
+    else:
+        lines.append("The normals only (no labelled defects).")
+    planted = frame[frame["planted"].astype(bool)] if "planted" in frame else frame.iloc[:0]
+    if len(planted):
+        lines.append(
+            f"\n{len(planted)} defective image(s) planted among the training normals "
+            "(data.contamination, for measuring): the manifest's `planted` column."
+        )
+    lines += [
+        "",
+        "After evaluate, `../evaluate/suspects.csv` lists every training and validation "
+        "normal by its anomaly score, highest first: defective parts hiding in the good "
+        "folder are at the top.",
+        "",
+    ]
+    return lines

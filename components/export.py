@@ -111,13 +111,20 @@ def models_config(out: Path) -> str:
 
 
 def model_card(
-    config: Config, spec: dict, scoring: dict, metrics: dict, reference: dict | None, **provenance
+    config: Config,
+    spec: dict,
+    scoring: dict,
+    metrics: dict,
+    reference: dict | None,
+    labelled_defects: dict | None = None,
+    **provenance,
 ) -> dict:
     """``assets/ganomaly.json``: what the model expects and decides, and its provenance.
 
     ``reference``: the training normals' input statistics (None for a run
-    preprocessed before they existed); ``provenance``: ``version``,
-    ``training_run_id`` and ``git_commit``.
+    preprocessed before they existed); ``labelled_defects``: the real defects the
+    defect head learned from, ``{type: {"images", "masked"}}`` (train.json);
+    ``provenance``: ``version``, ``training_run_id`` and ``git_commit``.
     """
     return {
         "model_name": config.export.model_name,
@@ -140,6 +147,7 @@ def model_card(
         "signatures": list(SIGNATURES),
         "input_statistics": reference,
         "validation_scores": scoring.get("validation_scores"),
+        "labelled_defects": labelled_defects,
     }
 
 
@@ -203,6 +211,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         scoring,
         metrics,
         reference,
+        json.loads((inputs["train"] / "train.json").read_text()).get("labelled_defects", {}),
         version=version,
         training_run_id=run_id,
         git_commit=commit,

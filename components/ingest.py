@@ -9,8 +9,12 @@ Reads: ``data.source``, a dataset folder (MVTec AD, original GANomaly,
 
 Writes ``artifacts/<run>/ingest/``:
 - ``manifest.csv``: path, split (train/val/test), label, defect_type,
-  mask_path, sha256, mask_sha256, width, height, channels; one row per
-  accepted image (the digests let evaluate check the files it reopens).
+  mask_path, sha256, mask_sha256, width, height, channels, planted; one row
+  per accepted image (the digests let evaluate check the files it reopens).
+  Defective rows in ``train`` are the labelled defects the defect head learns
+  from (``train/<defect>/`` or ``data.labelled_defects``, never in test);
+  ``planted`` names the defect type of a test image that
+  ``data.contamination`` turned into a training "normal" (empty otherwise).
 - ``rejected.csv``: files set aside with ``data.on_bad_file: skip``, and why.
 - ``report.md``, ``image_sizes.png``, ``samples.png``: the dataset report.
 """
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.image_files import BadFile, find_leaks, inspect_image, inspect_mask
+from components.image_files import BadFile, find_leaks, inspect_image, inspect_mask, load_image
 from components.sources import layouts
 from pipeline.core.config import Config
 from pipeline.core.errors import DataError
@@ -43,6 +47,7 @@ MANIFEST_COLUMNS = [
     "width",
     "height",
     "channels",
+    "planted",
 ]
 DATA_DIR = Path(os.environ.get("GANOMALY_DATA_DIR", "data"))
 # Share of the normals held out for test when a layout has no split of its own.
@@ -106,6 +111,7 @@ def _inspect(record: layouts.Record, root: Path | None, config: Config) -> dict:
         "width": info.width,
         "height": info.height,
         "channels": info.channels,
+        "planted": "",
         "notes": "; ".join(info.notes),
     }
 
@@ -137,7 +143,12 @@ def drop_leaks(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
 
 
 def assign_splits(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Carves validation (and test, for unsplit layouts) out of the data, seeded."""
+    """Carves validation (and test, for unsplit layouts) out of the data, seeded.
+
+    Defects the layout puts in train stay there (labelled defects); with
+    ``data.labelled_defects`` and ``data.contamination`` test defects join them,
+    drawn by generators of their own so the validation split stays the same.
+    """
     rng = np.random.default_rng(config.data.seed)
     frame = frame.sort_values("path").reset_index(drop=True)
     unsplit = frame["split"] == ""
@@ -147,8 +158,9 @@ def assign_splits(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
         frame.loc[rng.permutation(normals)[:test_count], "split"] = "test"
         frame.loc[unsplit & (frame["split"] == "") & (frame["label"] == 0), "split"] = "train"
         frame.loc[unsplit & (frame["label"] == 1), "split"] = "test"
-    frame.loc[(frame["split"] == "train") & (frame["label"] == 1), "split"] = "test"
-    train = frame.index[frame["split"] == "train"].to_numpy()
+    label_defects(frame, config.data.labelled_defects, config.data.seed)
+    plant_defects(frame, config.data.contamination, config.data.seed)
+    train = frame.index[(frame["split"] == "train") & (frame["label"] == 0)].to_numpy()
     val_count = int(round(config.data.val_fraction * len(train)))
     if config.data.val_fraction > 0:
         val_count = max(1, val_count)
@@ -160,6 +172,60 @@ def assign_splits(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
             count = int(round(config.data.val_abnormal_fraction * len(group)))
             frame.loc[rng.permutation(group.index.to_numpy())[:count], "split"] = "val"
     return frame
+
+
+def _test_defects(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["split"] == "test") & (frame["label"] == 1)]
+
+
+def label_defects(frame: pd.DataFrame, per_type: int, seed: int) -> None:
+    """Moves ``per_type`` test defects of each type into train, in place (seeded)."""
+    if per_type == 0:
+        return
+    rng = np.random.default_rng([seed, 21])
+    for defect, group in _test_defects(frame).groupby("defect_type"):
+        if len(group) <= per_type:
+            raise DataError(
+                f"data.labelled_defects: {per_type} but defect type {defect!r} has "
+                f"{len(group)} image(s); it needs {per_type + 1} (at least one left to test)"
+            )
+        frame.loc[rng.permutation(group.index.to_numpy())[:per_type], "split"] = "train"
+
+
+def plant_defects(frame: pd.DataFrame, share: float, seed: int) -> None:
+    """Turns test defects into training "normals", ``share`` of them, in place (seeded).
+
+    For measuring how training copes with a "good" folder that is not clean:
+    ``planted`` keeps each one's defect type, and its mask is dropped.
+    """
+    if share == 0:
+        return
+    normals = int(((frame["split"] == "train") & (frame["label"] == 0)).sum())
+    count = int(round(share / (1 - share) * normals))  # share of the contaminated train/good
+    defects = _test_defects(frame)
+    if count >= len(defects):
+        raise DataError(
+            f"data.contamination: {share} needs {count} defective test images; "
+            f"there are {len(defects)}"
+        )
+    rng = np.random.default_rng([seed, 22])
+    picked = rng.permutation(defects.index.to_numpy())[:count]
+    frame.loc[picked, "planted"] = frame.loc[picked, "defect_type"]
+    frame.loc[picked, ["split", "label", "defect_type", "mask_path", "mask_sha256"]] = [
+        "train",
+        0,
+        "good",
+        "",
+        "",
+    ]
+
+
+def check_labelled_masks(frame: pd.DataFrame) -> None:
+    """Each labelled defect's mask marks at least one pixel (what it teaches is there)."""
+    labelled = frame[(frame["split"] == "train") & (frame["label"] == 1)]
+    for row in labelled.itertuples():
+        if row.mask_path and not (load_image(Path(row.mask_path), 1) > 127).any():
+            raise DataError(f"{row.mask_path}: empty mask for labelled defect {row.path}")
 
 
 def _check_splits(frame: pd.DataFrame, source: Path) -> None:
@@ -213,6 +279,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
             + "\n".join(lines)
         )
     _check_splits(frame, root)
+    check_labelled_masks(frame)
     frame[MANIFEST_COLUMNS].to_csv(out / "manifest.csv", index=False)
     pd.DataFrame(rejected, columns=["path", "reason"]).to_csv(out / "rejected.csv", index=False)
     counts = dataset_report.write(frame, rejected, out, root)

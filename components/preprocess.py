@@ -99,7 +99,7 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple
             else:
                 small_mask = resize_mask(mask, spec)
             image = model_input[0].numpy()
-            meta = (row.label, row.defect_type, row.path)
+            meta = (row.label, row.defect_type, row.path, mask is not None)
             writer.write(records.encode(image, roi[0, ..., 0].numpy(), small_mask, *meta))
     if writer:
         writer.close()
@@ -175,6 +175,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
             "count": len(rows),
             "normal": int((rows["label"] == 0).sum()),
             "abnormal": int((rows["label"] == 1).sum()),
+            "masked": int(((rows["label"] == 1) & (rows["mask_path"] != "")).sum()),
             "shards": shards,
         }
         print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)

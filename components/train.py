@@ -433,6 +433,7 @@ class Trainer:
             "steps_per_epoch": self.data.steps_per_epoch,
             "stopped_early": self._stopped_early(),
             "nan_restores": state["nan_restores"],
+            "labelled_defects": self.data.labelled_types(),
         }
         (out / "model.json").write_text(json.dumps(self.model.get_config(), indent=2))
         if self.options.synthetic_anomalies > 0:
@@ -483,7 +484,9 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         print("[train] done; worker output discarded (the chief writes the model)", flush=True)
         return
     summary = trainer.write_output(out)
-    if _log_metrics({k: float(v) for k, v in summary.items()}):
+    numbers = {k: float(v) for k, v in summary.items() if not isinstance(v, dict)}
+    numbers["labelled_defects"] = float(trainer.data.labelled_count)
+    if _log_metrics(numbers):
         import mlflow  # noqa: PLC0415
 
         mlflow.log_artifact(str(out / "history.csv"), artifact_path="train")

@@ -9,7 +9,10 @@ same batches as one never interrupted. With ``preprocess.tiles`` the examples
 are the tiles of every image (``models.tiling``). ``train.cache``: ``memory`` keeps the
 decoded split in memory after the first epoch, ``none`` streams it from the
 TFRecords every epoch, ``auto`` keeps it when it takes at most
-``CACHE_AUTO_MAX_BYTES``.
+``CACHE_AUTO_MAX_BYTES``. Where the training split holds labelled defects, each
+batch also carries ``labelled_batch_size`` of them (drawn again and again,
+flipped, seeded by the epoch): ``(corrupted, clean, masks, defects,
+defect_masks, has_mask)``; the defect head learns from them, the generator never.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from models.anomalies import KINDS, corrupt, gallery
 from models.tiling import TileGrid
 from pipeline.core import records
 from pipeline.core.config import Config
+from pipeline.core.errors import DataError
 
 SHUFFLE_BUFFER = 4096
+# One labelled defect per this many normals in a batch: ten real defects are not
+# drowned by hundreds of normals, and no batch is mostly defects either.
+NORMALS_PER_LABELLED = 4
 CACHE_AUTO_MAX_BYTES = 1 << 30  # train.cache: auto keeps a split of up to 1 GiB in memory
 
 
@@ -82,6 +89,61 @@ def _with_synthetic_anomalies(batches: tf.data.Dataset, share: float, seed: int)
     return tf.data.Dataset.zip(batches, seeds).map(corrupted, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def labelled_batch_size(batch_size: int, replicas: int) -> int:
+    """Labelled defects per batch: a quarter of the normals, at least one per replica."""
+    return max(replicas, batch_size // NORMALS_PER_LABELLED)
+
+
+def labelled_defects(preprocess_dir: Path) -> tuple[tf.data.Dataset, int]:
+    """The labelled defects ``(image, mask, has_mask)``, or their tiles; and how many."""
+    info = records.read_info(preprocess_dir)
+    train = info["splits"]["train"]
+    count, grid = train.get("abnormal", 0), TileGrid.of(info["spec"])
+    data = records.labelled_defects(preprocess_dir)
+    if grid is None or count == 0:
+        return data, count
+    if train.get("masked", 0) < count:
+        raise DataError(
+            f"{preprocess_dir}: {count - train.get('masked', 0)} labelled defect(s) without a "
+            "mask; preprocess.tiles cuts them into tiles, where an image label says too "
+            "little: give them masks or drop preprocess.tiles"
+        )
+    data = data.map(lambda x, m, h: (grid.cut(x[None]), grid.cut(m[None]), h))
+    data = data.map(lambda x, m, h: (x, m, tf.fill(tf.shape(x)[:1], h))).unbatch()
+    return data, count * grid.count
+
+
+def _flip_labelled(defects: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """``_flip`` for ``(image, mask, has_mask)``: the mask turns with its image."""
+
+    def flip(index, example):
+        image, mask, has_mask = example
+        seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
+        both = tf.concat([image, mask], -1)
+        both = tf.image.stateless_random_flip_left_right(both, seeds[0])
+        both = tf.image.stateless_random_flip_up_down(both, seeds[1])
+        return both[..., :-1], both[..., -1:], has_mask
+
+    return defects.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _with_labelled(batches, defects, size: int, seed: int):
+    """Each batch gains ``size`` labelled defects, reshuffled and flipped every epoch.
+
+    Always flipped, whatever ``train.augment``: a flipped defect is still a defect,
+    and ten images need every variation they can get.
+    """
+    defects = _flip_labelled(defects.shuffle(SHUFFLE_BUFFER, seed=seed).repeat(), seed)
+    defects = defects.batch(size, drop_remainder=True)
+
+    def joined(batch, labelled):
+        if not isinstance(batch, tuple):  # normals without synthetic anomalies
+            batch = (batch, batch, tf.zeros_like(batch[..., :1]))
+        return (*batch, *labelled)
+
+    return tf.data.Dataset.zip(batches, defects).map(joined)
+
+
 def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
     """Each worker of a cluster takes its share of every global batch."""
     options = tf.data.Options()
@@ -100,7 +162,7 @@ class TrainingData:
     """
 
     def __init__(self, config: Config, preprocess_dir: Path, replicas: int = 1):
-        self.options = config.train
+        self.options, self.preprocess_dir = config.train, preprocess_dir
         info = records.read_info(preprocess_dir)
         self._train, self.count = normal_tiles(preprocess_dir, "train")
         self.cached = cache_in_memory(info, "train", self.options.cache)
@@ -116,8 +178,26 @@ class TrainingData:
             self.val = _with_synthetic_anomalies(self.val, share, VAL_ANOMALY_SEED)
         self.val = self.val.prefetch(tf.data.AUTOTUNE)
         self.drop_remainder = replicas > 1
+        self.defects, self.labelled_count = labelled_defects(preprocess_dir)
+        if self.labelled_count:
+            self.defects = self.defects.cache()
+        self.labelled_batch = labelled_batch_size(self.options.batch_size, replicas)
         batches = self.count / self.options.batch_size
         self.steps_per_epoch = int(batches) if self.drop_remainder else math.ceil(batches)
+
+    def labelled_types(self) -> dict[str, dict[str, int]]:
+        """``{defect_type: {"images": n, "masked": m}}`` of the labelled defects trained on."""
+        found: dict[str, dict[str, int]] = {}
+        if not self.labelled_count:
+            return found
+        train = records.read_split(self.preprocess_dir, "train")
+        for ex in train.filter(lambda ex: ex["label"] == 1):
+            counts = found.setdefault(
+                ex["defect_type"].numpy().decode(), {"images": 0, "masked": 0}
+            )
+            counts["images"] += 1
+            counts["masked"] += int(ex["has_mask"])
+        return found
 
     def gallery(self) -> np.ndarray:
         """``uint8 [H, W, C]``: each synthetic anomaly kind on the first training images."""
@@ -133,4 +213,6 @@ class TrainingData:
         batches = images.batch(options.batch_size, drop_remainder=self.drop_remainder)
         if options.synthetic_anomalies > 0:
             batches = _with_synthetic_anomalies(batches, options.synthetic_anomalies, seed)
+        if self.labelled_count:
+            batches = _with_labelled(batches, self.defects, self.labelled_batch, seed)
         return _sharded_by_data(batches.skip(skip).prefetch(tf.data.AUTOTUNE))

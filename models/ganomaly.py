@@ -11,7 +11,10 @@ Training", ACCV 2018: a generator encoder1 -> decoder -> encoder2 and a
 discriminator, trained on normal images only. With ``options.defect_head`` a
 third network, a small U-Net, learns per-pixel defect probabilities from the
 synthetic anomalies of ``models.anomalies`` (as DRAEM's discriminative network
-does), reading the image and its reconstruction: still normal images only.
+does), reading the image and its reconstruction; and, where the user has some,
+from labelled real defects (per pixel where a mask marks them, by their top
+pixels where only the image label is known). The generator learns from normal
+images only, whatever the head sees.
 """
 
 from __future__ import annotations
@@ -183,25 +186,51 @@ class GANomaly(keras.Model):
 
     @staticmethod
     def _unpack(data):
-        """``images``, ``(inputs, targets)`` or ``(inputs, targets, masks)``.
+        """``images``, ``(inputs, targets)``, ``(inputs, targets, masks)``, or labelled too.
+
+        The labelled form adds ``(defects, defect_masks, has_mask)``.
 
         Inputs may carry synthetic anomalies, whose ``masks [B, H, W, 1]`` train the
-        defect head; without masks the inputs are taken as free of defects.
+        defect head; without masks the inputs are taken as free of defects. Labelled
+        defects ``[K, H, W, C]`` train the head alone: their masks ``[K, H, W, 1]``
+        where ``has_mask [K]`` is 1, their image label where it is 0.
         """
         if not isinstance(data, (tuple, list)):
             data = (data,)
         inputs = data[0]
         targets = data[1] if len(data) > 1 else inputs
         masks = data[2] if len(data) > 2 else ops.zeros_like(inputs[..., :1])
-        return inputs, targets, masks
+        labelled = tuple(data[3:6]) if len(data) > 3 else None
+        return inputs, targets, masks, labelled
 
-    def _head_loss(self, inputs, reconstruction, masks, training: bool):
-        logits = ops.cast(self.head([inputs, reconstruction], training=training), "float32")
+    def _head_loss(self, inputs, reconstruction, masks, training: bool, labelled=None):
+        if labelled is None:
+            logits = ops.cast(self.head([inputs, reconstruction], training=training), "float32")
+            target = ops.cast(masks[..., 0] >= HEAD_TARGET_LEVEL, "float32")
+            return losses.segmentation_loss(target, logits)
+        defects, defect_masks, has_mask = labelled
+        # The head reads a defect's reconstruction as it will at inference; the
+        # generator is only run on it, never taught to reproduce it.
+        repaired = ops.stop_gradient(float32_outputs(self.generator(defects, training=False))[0])
+        logits = self.head(
+            [ops.concatenate([inputs, defects]), ops.concatenate([reconstruction, repaired])],
+            training=training,
+        )
+        logits = ops.cast(logits, "float32")
+        count = ops.shape(inputs)[0]
         target = ops.cast(masks[..., 0] >= HEAD_TARGET_LEVEL, "float32")
-        return losses.segmentation_loss(target, logits)
+        defect_target = ops.cast(defect_masks[..., 0] >= 0.5, "float32")
+        has_mask = ops.cast(has_mask, "float32")
+        # Three terms of equal weight: normals with synthetic anomalies, real
+        # defects with masks, real defects with image labels.
+        return (
+            losses.segmentation_loss(target, logits[:count])
+            + losses.labelled_segmentation_loss(defect_target, logits[count:], has_mask)
+            + losses.top_k_label_loss(logits[count:], 1.0 - has_mask)
+        )
 
     def train_step(self, data):
-        inputs, images, masks = self._unpack(data)
+        inputs, images, masks, labelled = self._unpack(data)
         # Under a tf.distribute strategy the optimizers sum the replicas' gradients:
         # each replica's mean loss is divided by their number (the global batch's mean).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -226,10 +255,13 @@ class GANomaly(keras.Model):
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_weights), d_weights))
         reconstruction = ops.stop_gradient(g["reconstruction"])
 
-        # Defect head: find the synthetic anomalies next to the (fixed) reconstruction.
+        # Defect head: find the synthetic anomalies (and the labelled defects) next to
+        # the (fixed) reconstruction.
         if self.head is not None:
             with tf.GradientTape() as h_tape:
-                g["head_loss"] = self._head_loss(inputs, reconstruction, masks, training=True)
+                g["head_loss"] = self._head_loss(
+                    inputs, reconstruction, masks, training=True, labelled=labelled
+                )
                 h_scaled = self.h_optimizer.scale_loss(g["head_loss"] / replicas)
             h_weights = self.head.trainable_weights
             h_grads = h_tape.gradient(h_scaled, h_weights)
@@ -270,7 +302,7 @@ class GANomaly(keras.Model):
         return {**g, "d_loss": d_loss}
 
     def _inference_losses(self, data):
-        inputs, images, masks = self._unpack(data)
+        inputs, images, masks, _ = self._unpack(data)
         g = self._generator_losses(inputs, images, training=False)
         d_loss = g.pop("d_loss")
         if self.head is not None:

@@ -58,3 +58,37 @@ def segmentation_loss(masks, logits):
     overlap = ops.sum(probability * masks)
     dice = (2.0 * overlap + 1.0) / (ops.sum(probability) + ops.sum(masks) + 1.0)
     return bce + (1.0 - dice)
+
+
+def labelled_segmentation_loss(masks, logits, weights):
+    """``segmentation_loss`` over the examples whose ``weights [B]`` are 1 (0 if none).
+
+    The labelled defects with a mask: their own term, so a few real defects are
+    not averaged away among a batch of normals.
+    """
+    pixels = ops.cast(ops.shape(masks)[1] * ops.shape(masks)[2], "float32")
+    per_pixel = ops.binary_crossentropy(masks, logits, from_logits=True)
+    w = weights[:, None, None]
+    bce = ops.sum(per_pixel * w) / (ops.sum(weights) * pixels + 1e-6)
+    probability = ops.sigmoid(logits) * w
+    overlap = ops.sum(probability * masks)
+    dice = (2.0 * overlap + 1.0) / (ops.sum(probability) + ops.sum(masks * w) + 1.0)
+    return ops.where(ops.sum(weights) > 0, bce + (1.0 - dice), 0.0)
+
+
+def top_k_label_loss(logits, weights, fraction: float = 0.01):
+    """Multiple-instance loss of image-labelled defects: their top pixels must say defect.
+
+    Only the image is known to be defective, not where: the mean logit of its
+    ``fraction`` highest pixels (the image score's pooling) is pushed towards 1.
+
+    Args:
+        logits: ``[B, H, W]`` the head's logits.
+        weights: ``[B]``, 1 for the image-labelled defects, 0 for the rest.
+        fraction: share of the pixels pooled.
+    """
+    flat = ops.reshape(logits, (ops.shape(logits)[0], -1))
+    k = max(1, int(round(fraction * flat.shape[1])))
+    pooled = ops.mean(ops.top_k(flat, k)[0], axis=1)
+    bce = ops.binary_crossentropy(ops.ones_like(pooled)[:, None], pooled[:, None], True)[:, 0]
+    return ops.sum(bce * weights) / (ops.sum(weights) + 1e-6)

@@ -109,15 +109,28 @@ def _experiment(config: Config) -> str:
     return config.experiment_name()
 
 
-def _resolved(config, inputs: dict[str, Path]):
-    """The config a stage runs with: ``auto`` settings as the preprocess stage resolved them.
+def _resolved(config, inputs: dict[str, Path], stage: str = ""):
+    """The config a stage runs with: ``auto`` settings resolved, labelled defects' choices.
+
+    ``auto`` settings as the preprocess stage resolved them, and what labelled
+    defects turn on.
 
     MLflow keeps the config as written (``auto``); preprocess.json says what it became.
+    The labelled-defect choices are said in one line and, in a stage's MLflow run,
+    logged as ``resolved.<key>`` params.
     """
     if "preprocess" not in inputs:
         return config
     from pipeline.core import records  # noqa: PLC0415 - imports TensorFlow
 
+    changes = records.labelled_settings(config, inputs["preprocess"])
+    if changes and stage:
+        said = ", ".join(f"{key}: {value}" for key, value in changes.items())
+        print(f"[{stage}] labelled defects in training: {said}", flush=True)
+        import mlflow  # noqa: PLC0415
+
+        if mlflow.active_run() is not None:
+            mlflow.log_params({f"resolved.{key}": value for key, value in changes.items()})
     return records.with_resolved_spec(config, inputs["preprocess"])
 
 
@@ -144,7 +157,7 @@ def run_stage(stage: str, config: Config, run_name: str, run_path: Path) -> None
     print(f"[{stage}] run {run_name!r} -> {run_path / stage}", flush=True)
     with tracking.stage_run(config, run_name, run_path, stage):
         with artifacts.stage_output(run_path, stage) as out:
-            module.run(_resolved(config, inputs), inputs, out)
+            module.run(_resolved(config, inputs, stage), inputs, out)
     if hasattr(module, "after_success"):  # e.g. train's resumable state, once in place
         module.after_success(run_path)
 

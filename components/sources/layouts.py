@@ -4,7 +4,8 @@ Four layouts are recognised:
 
 * ``mvtec``: ``train/good/*``, ``test/good/*``, ``test/<defect>/*`` and, optionally,
   ``ground_truth/<defect>/<stem>_mask.png``. When a ``ground_truth`` folder exists, every
-  defective test image is promised a mask (a missing one is reported by validation).
+  defective image is promised a mask (a missing one is reported by validation).
+  ``train/<defect>/*``: labelled defects the defect head learns from (masks as for test).
 * ``ganomaly`` (the original GANomaly layout): ``train/0.normal/``, ``test/0.normal/`` and
   ``test/1.abnormal/``; defect type ``"abnormal"``, no masks.
 * ``folders``: ``normal/`` and ``abnormal/`` (files directly in ``abnormal/`` get defect type
@@ -13,9 +14,12 @@ Four layouts are recognised:
   stem and any image extension (looked up in ``masks/<defect>/`` first, then ``masks/``).
   The layout does not define splits, so every record has ``split == ""``; the ingest step
   assigns them (normals split train/test with a seed, abnormals all go to test).
+  ``train/<defect>/*``: labelled defects to learn from (masks in ``masks/<defect>/``).
 * ``csv``: a CSV file with header ``path,label[,mask_path][,split][,defect_type]``; paths are
   relative to the CSV's folder, labels are ``0``/``1``, ``normal``/``abnormal`` or
-  ``good``/``defect``, splits are ``train``, ``test`` or empty (unassigned).
+  ``good``/``defect``, splits are ``train``, ``test`` or empty (unassigned). A defective
+  row with split ``train`` is a labelled defect to learn from; without a ``mask_path`` it
+  teaches the defect head by its image label only.
 
 Files in class folders that are not images are listed too, so that validation rejects them
 by name as unsupported formats; hidden files and ``*_mask.*`` files are skipped. Only the
@@ -164,14 +168,17 @@ def _mvtec(root: Path) -> list[Record]:
     records = [Record(p, "train", 0, "good") for p in _class_files(root / "train" / "good")]
     ground_truth = root / "ground_truth"
     promised = ground_truth.is_dir()
-    for folder in _subfolders(root / "test"):
-        defect = folder.name
-        for path in _class_files(folder):
-            if defect == "good":
-                records.append(Record(path, "test", 0, "good"))
+    for split in ("train", "test"):
+        for folder in _subfolders(root / split):
+            defect = folder.name
+            if split == "train" and defect == "good":
                 continue
-            mask = _find_mask([ground_truth / defect], path, "_mask") if promised else None
-            records.append(Record(path, "test", 1, defect, mask, promised))
+            for path in _class_files(folder):
+                if defect == "good":
+                    records.append(Record(path, split, 0, "good"))
+                    continue
+                mask = _find_mask([ground_truth / defect], path, "_mask") if promised else None
+                records.append(Record(path, split, 1, defect, mask, promised))
     return records
 
 
@@ -198,6 +205,10 @@ def _folders(root: Path) -> list[Record]:
         for path in paths:
             mask = _find_mask([masks / defect, masks], path) if promised else None
             records.append(Record(path, "", 1, defect, mask, promised))
+    for sub in _subfolders(root / "train"):  # labelled defects to learn from
+        for path in _class_files(sub):
+            mask = _find_mask([masks / sub.name, masks], path) if promised else None
+            records.append(Record(path, "train", 1, sub.name, mask, promised))
     return records
 
 

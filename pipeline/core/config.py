@@ -45,6 +45,12 @@ class DataConfig:
     name: str = ""  # experiment name; derived from the source when empty
     val_fraction: float = 0.15
     val_abnormal_fraction: float = 0.0
+    # Defective images of each defect type moved from test into training (seeded), where
+    # the defect head learns from them; defects under train/<defect>/ count as well.
+    labelled_defects: int = 0
+    # For measuring robustness only: this share of the training normals becomes defective
+    # test images labelled good (the manifest's ``planted`` column names their type).
+    contamination: float = 0.0
     seed: int = 0
     on_bad_file: str = "strict"  # strict | skip
     external_symlinks: str = "reject"  # reject | follow: symlinks that leave the source folder
@@ -251,6 +257,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"data.val_abnormal_fraction: {config.data.val_abnormal_fraction} is not in [0, 1)"
         )
+    if config.data.labelled_defects < 0:
+        raise ConfigError(
+            f"data.labelled_defects: {config.data.labelled_defects} is negative "
+            "(defective images of each type to learn from; 0: none)"
+        )
+    if not 0.0 <= config.data.contamination < 0.5:
+        raise ConfigError(f"data.contamination: {config.data.contamination} is not in [0, 0.5)")
     _validate_train(config.train)
     if not 0.0 < config.threshold.quantile < 1.0:
         raise ConfigError(f"threshold.quantile: {config.threshold.quantile} is not in (0, 1)")

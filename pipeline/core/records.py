@@ -29,6 +29,9 @@ _FEATURES = {
     "label": tf.io.FixedLenFeature([], tf.int64),
     "defect_type": tf.io.FixedLenFeature([], tf.string),
     "path": tf.io.FixedLenFeature([], tf.string),
+    # Whether ``mask`` is a ground truth (0: none, the zeros mean "unknown"); records
+    # written before it existed read as 0.
+    "has_mask": tf.io.FixedLenFeature([], tf.int64, default_value=0),
 }
 
 
@@ -36,7 +39,9 @@ def _bytes_feature(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def encode(image, roi, mask, label: int, defect_type: str, path: str) -> bytes:
+def encode(
+    image, roi, mask, label: int, defect_type: str, path: str, has_mask: bool = False
+) -> bytes:
     """One serialized ``tf.train.Example``."""
     features = {
         "image": _bytes_feature(np.asarray(image, np.float32).tobytes()),
@@ -45,6 +50,7 @@ def encode(image, roi, mask, label: int, defect_type: str, path: str) -> bytes:
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "defect_type": _bytes_feature(str(defect_type).encode()),
         "path": _bytes_feature(str(path).encode()),
+        "has_mask": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(has_mask)])),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
@@ -54,18 +60,48 @@ def read_info(preprocess_dir: Path) -> dict:
     return json.loads((Path(preprocess_dir) / INFO_FILE).read_text())
 
 
+# What labelled defects in the training split turn on, where the config has it off.
+LABELLED_SCORE_KIND = "head"
+LABELLED_SYNTHETIC_SHARE = 0.5
+
+
+def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
+    """``{"model.defect_head": True, ...}``: what labelled defects turn on in ``config``.
+
+    Empty without labelled defects, or when the config already reads the head.
+    """
+    if not read_info(preprocess_dir)["splits"]["train"].get("abnormal", 0):
+        return {}
+    changes: dict[str, object] = {}
+    if not config.model.defect_head:
+        changes["model.defect_head"] = True
+    if not config.train.synthetic_anomalies > 0:
+        changes["train.synthetic_anomalies"] = LABELLED_SYNTHETIC_SHARE
+    if "head" not in config.score.map_kinds:
+        changes["score.kind"] = LABELLED_SCORE_KIND
+    return changes
+
+
 def with_resolved_spec(config, preprocess_dir: Path):
-    """``config`` with what preprocess resolved: ``channels: auto``, an empty ``tiles_image``."""
+    """``config`` as the stages after preprocess run it.
+
+    With what preprocess resolved (``channels: auto``, an empty ``tiles_image``) and
+    what labelled defects turn on (``labelled_settings``).
+    """
     p = config.preprocess
     unresolved = {
         "channels": p.channels == "auto",
         "tiles_image": bool(p.tiles) and not p.tiles_image,
     }
-    if not any(unresolved.values()):
-        return config
-    spec = read_info(preprocess_dir)["spec"]
-    resolved = {key: spec[key] for key, pending in unresolved.items() if pending}
-    return dataclasses.replace(config, preprocess=dataclasses.replace(p, **resolved))
+    if any(unresolved.values()):
+        spec = read_info(preprocess_dir)["spec"]
+        resolved = {key: spec[key] for key, pending in unresolved.items() if pending}
+        config = dataclasses.replace(config, preprocess=dataclasses.replace(p, **resolved))
+    for key, value in labelled_settings(config, preprocess_dir).items():
+        section, name = key.split(".")
+        changed = dataclasses.replace(getattr(config, section), **{name: value})
+        config = dataclasses.replace(config, **{section: changed})
+    return config
 
 
 def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
@@ -92,3 +128,17 @@ def normal_images(preprocess_dir: Path, split: str) -> tf.data.Dataset:
     data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
     # A known length: Keras then counts steps instead of warning that data ran out.
     return data.map(lambda ex: ex["image"]).apply(tf.data.experimental.assert_cardinality(count))
+
+
+def labelled_defects(preprocess_dir: Path) -> tf.data.Dataset:
+    """The training split's labelled defects (unbatched): ``(image, mask, has_mask)``.
+
+    ``mask`` is float32 ``[H, W, 1]``; ``has_mask`` 0.0 where only the image label is known.
+    """
+    data = read_split(preprocess_dir, "train").filter(lambda ex: ex["label"] == 1)
+
+    def parts(ex):
+        mask = tf.cast(ex["mask"][..., None], tf.float32)
+        return ex["image"], mask, tf.cast(ex["has_mask"], tf.float32)
+
+    return data.map(parts)
