@@ -1,0 +1,262 @@
+"""Labelled defects in training: ingest moves them, the head learns them, test never sees them."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from models.anomalies import corrupt
+from pipeline.cli import STAGES, run_stage
+from pipeline.core.errors import ConfigError, DataError
+from tests.conftest import tiny_config
+from tests.test_defect_head import HEAD, _compiled, _normals
+from tests.test_ingest_stage import _config, _ingest, _mask, _mvtec, _png
+
+# ingest ---------------------------------------------------------------------------------------
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["split"] == "train") & (frame["label"] == 1)]
+
+
+def test_n_per_type_move_from_test_to_train_and_the_normals_split_as_before(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "two", n_train=12, n_good=3, defects={"crack": 4, "dent": 5})
+    runs = tmp_path / "artifacts"
+    plain = _ingest(_config(root), runs / "plain")
+    moved = _ingest(_config(root, "data.labelled_defects=2"), runs / "moved")
+    again = _ingest(_config(root, "data.labelled_defects=2"), runs / "again")
+    other_seed = _ingest(_config(root, "data.labelled_defects=2", "data.seed=1"), runs / "other")
+
+    assert _labelled(plain).empty
+    labelled = _labelled(moved)
+    assert labelled["defect_type"].value_counts().to_dict() == {"crack": 2, "dent": 2}
+    assert (labelled["mask_path"] != "").all()
+    test_defects = moved[(moved["split"] == "test") & (moved["label"] == 1)]
+    assert test_defects["defect_type"].value_counts().to_dict() == {"crack": 2, "dent": 3}
+    assert not set(labelled["path"]) & set(test_defects["path"])
+    # Seeded: the same seed picks the same images, another seed others.
+    assert set(_labelled(again)["path"]) == set(labelled["path"])
+    assert set(_labelled(other_seed)["path"]) != set(labelled["path"])
+    # The normals' splits do not move with N (the labelled draw has its own generator).
+    normals = [f[f["label"] == 0].set_index("path")["split"] for f in (plain, moved)]
+    assert normals[0].equals(normals[1])
+
+
+def test_train_defect_folders_are_labelled_defects_with_their_masks(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "own", n_train=8, defects={"crack": 2})
+    for i in range(3):
+        _png(root / "train" / "crack" / f"t{i}.png", 900 + i)
+        _mask(root / "ground_truth" / "crack" / f"t{i}_mask.png")
+    frame = _ingest(_config(root), tmp_path / "artifacts" / "own")
+    labelled = _labelled(frame)
+    assert sorted(labelled["path"]) == [
+        str(root / "train" / "crack" / f"t{i}.png") for i in range(3)
+    ]
+    masks = [str(root / "ground_truth" / "crack" / f"t{i}_mask.png") for i in range(3)]
+    assert sorted(labelled["mask_path"]) == masks
+    assert len(frame[(frame["split"] == "test") & (frame["label"] == 1)]) == 2
+
+
+def test_folders_and_csv_layouts_take_labelled_defects_too(tmp_path, mlflow_uri):
+    folders = tmp_path / "folders"
+    for i in range(10):
+        _png(folders / "normal" / f"n{i}.png", 5000 + i)
+    _png(folders / "abnormal" / "dent" / "d0.png", 5100)
+    _png(folders / "train" / "dent" / "l0.png", 5101)
+    frame = _ingest(_config(folders), tmp_path / "artifacts" / "folders")
+    assert list(_labelled(frame)["path"]) == [str(folders / "train" / "dent" / "l0.png")]
+
+    root = tmp_path / "csvdata"
+    rows = ["path,label,split,defect_type"]
+    for i in range(10):
+        _png(root / f"n{i}.png", 7000 + i)
+        rows.append(f"n{i}.png,0,,")
+    _png(root / "d0.png", 7100)
+    _png(root / "d1.png", 7101)
+    rows += ["d0.png,1,train,scratch", "d1.png,1,,scratch"]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    frame = _ingest(_config(root / "list.csv"), tmp_path / "artifacts" / "csv")
+    labelled = _labelled(frame)
+    assert list(labelled["path"]) == [str(root / "d0.png")]
+    assert list(labelled["mask_path"]) == [""]  # an image label only
+    assert frame.set_index("path").loc[str(root / "d1.png"), "split"] == "test"
+
+
+def test_a_test_copy_of_a_labelled_defect_is_a_leak(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "leak", defects={"crack": 2})
+    copy = root / "train" / "crack" / "copy.png"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((root / "test" / "crack" / "000.png").read_bytes())
+    _mask(root / "ground_truth" / "crack" / "copy_mask.png")
+    run_path = tmp_path / "artifacts" / "leak"
+    with pytest.raises(DataError) as caught:
+        run_stage("ingest", _config(root), "leak", run_path)
+    assert f"{root / 'test' / 'crack' / '000.png'}: same file as {copy} in train" in str(
+        caught.value
+    )
+    assert not (run_path / "ingest").exists()
+
+
+def test_a_negative_n_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match=r"^data.labelled_defects: -1 is negative"):
+        _config(tmp_path, "data.labelled_defects=-1")
+
+
+def test_a_type_with_too_few_images_is_refused_and_nothing_is_written(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "few", defects={"crack": 4, "dent": 2})
+    run_path = tmp_path / "artifacts" / "few"
+    with pytest.raises(DataError) as caught:
+        run_stage("ingest", _config(root, "data.labelled_defects=2"), "few", run_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("data.labelled_defects: 2 but defect type 'dent' has 2 image(s)")
+    assert not (run_path / "ingest").exists()
+
+
+def _labelled_mask_case(root, case: str):
+    """An mvtec folder whose one labelled defect has a mask that is ``case``."""
+    _mvtec(root, defects={"crack": 2})
+    image = _png(root / "train" / "crack" / "t0.png", 4242)
+    mask_path = root / "ground_truth" / "crack" / "t0_mask.png"
+    if case == "wrong size":
+        _mask(mask_path, side=24)
+    elif case == "empty":
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(mask_path)
+    return image, mask_path
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "{image}: defective image without its mask"),
+        ("wrong size", "{mask}: mask is 24x24 but image {image} is 48x48"),
+        ("empty", "{mask}: empty mask for labelled defect {image}"),
+    ],
+)
+def test_a_labelled_defects_bad_mask_is_named_and_nothing_is_written(
+    tmp_path, mlflow_uri, case, expected
+):
+    image, mask = _labelled_mask_case(tmp_path / "bad", case)
+    run_path = tmp_path / "artifacts" / "bad"
+    with pytest.raises(DataError) as caught:
+        run_stage("ingest", _config(tmp_path / "bad"), "bad", run_path)
+    assert str(caught.value).splitlines()[-1] == expected.format(image=image, mask=mask)
+    assert not (run_path / "ingest").exists()
+
+
+def test_contamination_plants_defects_among_the_training_normals(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "dirty", n_train=18, defects={"crack": 6, "dent": 6})
+    frame = _ingest(_config(root, "data.contamination=0.1"), tmp_path / "artifacts" / "dirty")
+    planted = frame[frame["planted"] != ""]
+    assert len(planted) == 2  # 10% of 18 + 2 "good" images
+    assert (planted["label"] == 0).all() and (planted["defect_type"] == "good").all()
+    assert set(planted["split"]) <= {"train", "val"} and (planted["mask_path"] == "").all()
+    assert all("/test/" in path for path in planted["path"])
+    assert set(planted["planted"]) <= {"crack", "dent"}
+
+
+# the model ------------------------------------------------------------------------------------
+
+
+def _streak_defects(count: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Bright vertical streaks (unlike any synthetic anomaly kind) and their masks."""
+    images, masks = _normals(count, seed=777).numpy(), np.zeros((count, 32, 32, 1), "float32")
+    for i in range(count):
+        column = 6 + 5 * i % 20
+        images[i, 4:28, column : column + 2] = 0.9
+        masks[i, 4:28, column : column + 2] = 1.0
+    return tf.constant(images), tf.constant(masks)
+
+
+def _train_head(labelled: bool, has_mask: float, steps: int = 40):
+    keras.utils.set_random_seed(0)
+    model = _compiled(**HEAD)
+    defects, masks = _streak_defects(4)
+    step = tf.function(model.train_step)
+    for i in range(steps):
+        batch = _normals(16, seed=i)
+        inputs, batch_masks = corrupt(batch, 0.5, tf.constant([i, 1], tf.int64))
+        data = (inputs, batch, batch_masks)
+        if labelled:
+            data += (defects, masks, tf.fill([4], has_mask))
+        step(data)
+    return model
+
+
+def _head_logits(model, images) -> np.ndarray:
+    reconstruction = model.generator(images, training=False)[0]
+    return model.head([images, reconstruction], training=False).numpy()
+
+
+@pytest.fixture(scope="module")
+def head_models():
+    """Three tiny models, same seed and batches: no labels, mask labels, image labels."""
+    return {
+        "none": _train_head(False, 1.0),
+        "mask": _train_head(True, 1.0),
+        "image": _train_head(True, 0.0),
+    }
+
+
+def test_mask_and_image_labels_each_move_the_head_on_unseen_defects(head_models):
+    unseen, unseen_masks = _streak_defects(8)
+    unseen, unseen_masks = unseen[4:], unseen_masks[4:, ..., 0].numpy() > 0
+    inside = {k: _head_logits(m, unseen)[unseen_masks].mean() for k, m in head_models.items()}
+    top = {
+        k: np.sort(_head_logits(m, unseen).reshape(4, -1), axis=1)[:, -10:].mean()
+        for k, m in head_models.items()
+    }
+    assert inside["mask"] > inside["none"] + 2.0, inside
+    assert top["image"] > top["none"] + 1.0, top
+
+
+def test_the_generator_never_learns_from_labelled_defects(head_models):
+    plain, labelled = head_models["none"], head_models["mask"]
+    for mine, theirs in zip(labelled.generator.weights, plain.generator.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    heads = zip(labelled.head.trainable_weights, plain.head.trainable_weights)
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in heads)
+
+
+# a small real run -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory, mlflow_uri, data_dir):
+    """The five stages on the tiny valve seats with two labelled defects of each type."""
+    config = tiny_config("data.labelled_defects=2", "model.head_filters=8")
+    run_path = tmp_path_factory.mktemp("artifacts") / "labelled"
+    for stage in STAGES:
+        run_stage(stage, config, "labelled", run_path)
+    return config, run_path
+
+
+@pytest.mark.slow
+def test_labelled_images_never_reach_the_test_metrics(labelled_run):
+    _, run_path = labelled_run
+    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
+    labelled = set(_labelled(manifest)["path"])
+    assert len(labelled) == 8  # 2 of each of the 4 defect types
+    scored = pd.read_csv(run_path / "evaluate" / "scores.csv", keep_default_na=False)
+    assert labelled and not labelled & set(scored["path"])
+    assert len(scored) == int((manifest["split"] == "test").sum())
+
+
+@pytest.mark.slow
+def test_labelled_defects_turn_on_the_head_and_the_model_card_names_them(labelled_run):
+    _, run_path = labelled_run
+    model = json.loads((run_path / "train" / "model.json").read_text())
+    assert model["options"]["defect_head"] is True
+    scoring = json.loads((run_path / "evaluate" / "scoring.json").read_text())
+    assert scoring["score"]["kind"] == "head"
+    (card_path,) = run_path.glob("export/*/*/assets/ganomaly.json")
+    card = json.loads(card_path.read_text())
+    types = {name: counts["images"] for name, counts in card["labelled_defects"].items()}
+    assert types == {"chip": 2, "pit": 2, "scratch": 2, "stain": 2}
+    assert all(c["masked"] == c["images"] for c in card["labelled_defects"].values())
