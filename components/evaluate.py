@@ -84,10 +84,12 @@ def choose_threshold(config: Config, val: dict) -> tuple[float, str]:
         if not (val["label"] == 1).any():
             raise PipelineError(
                 "threshold.method f1 needs defective validation images: "
-                "set data.val_abnormal_fraction > 0, or use threshold.method quantile"
+                "set data.val_abnormal_fraction > 0 (labelled defects train the head and "
+                "never set the threshold), or use threshold.method quantile"
             )
         threshold, _ = metrics.best_f1_threshold(val["label"], val["score"])
-        return threshold, "best F1 on validation"
+        defects, normals = int((val["label"] == 1).sum()), int((val["label"] == 0).sum())
+        return threshold, f"best F1 on validation ({defects} defects, {normals} normals)"
     normals = val["score"][val["label"] == 0]
     q = config.threshold.quantile
     return metrics.quantile_threshold(normals, q), f"{q:g} quantile of validation normals"
