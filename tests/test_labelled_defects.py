@@ -260,3 +260,59 @@ def test_labelled_defects_turn_on_the_head_and_the_model_card_names_them(labelle
     types = {name: counts["images"] for name, counts in card["labelled_defects"].items()}
     assert types == {"chip": 2, "pit": 2, "scratch": 2, "stain": 2}
     assert all(c["masked"] == c["images"] for c in card["labelled_defects"].values())
+
+
+# the training data ----------------------------------------------------------------------------
+
+
+def test_a_labelled_defect_and_its_mask_are_flipped_together():
+    from components.train_data import _flip_labelled
+
+    rng = np.random.default_rng(0)
+    masks = (rng.uniform(size=(16, 8, 8, 1)) > 0.7).astype("float32")
+    images = np.concatenate([masks, 1 - masks], -1)  # two channels that mirror the mask
+    data = tf.data.Dataset.from_tensor_slices((images, masks, np.ones(16, "float32")))
+    flipped = list(_flip_labelled(data, seed=3).as_numpy_iterator())
+    for image, mask, has_mask in flipped:
+        np.testing.assert_array_equal(image[..., :1], mask)
+        np.testing.assert_array_equal(image[..., 1:], 1 - mask)
+        assert has_mask == 1.0
+    changed = sum(not np.array_equal(f[1], m) for f, m in zip(flipped, masks))
+    assert changed >= 8  # most of them were flipped one way or another
+
+
+def _preprocessed(tmp_path, root, *overrides):
+    config = _config(root, *overrides)
+    run_path = tmp_path / "artifacts" / "prep"
+    for stage in ("ingest", "preprocess"):
+        run_stage(stage, config, "prep", run_path)
+    return config, run_path / "preprocess"
+
+
+def test_every_batch_carries_a_quarter_as_many_labelled_defects_as_tiles(tmp_path, mlflow_uri):
+    from components.train_data import TrainingData
+
+    root = _mvtec(tmp_path / "tiles", n_train=12, defects={"crack": 3})
+    tiles = ["preprocess.tiles=[24,0]", "preprocess.tiles_image=[48,48]"]
+    config, prep = _preprocessed(tmp_path, root, "data.labelled_defects=1", *tiles)
+    config = tiny_config("data.labelled_defects=1", *tiles, "train.batch_size=8")
+    data = TrainingData(config, prep)
+    assert data.labelled_count == 4  # one image, four tiles
+    batch = next(iter(data.epoch(0)))
+    assert len(batch) == 6
+    defects, masks, has_mask = batch[3:]
+    assert defects.shape == (2, 32, 32, 1) and masks.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(has_mask.numpy(), [1.0, 1.0])
+    assert data.labelled_types() == {"crack": {"images": 1, "masked": 1}}
+
+
+def test_tiles_refuse_labelled_defects_without_masks(tmp_path, mlflow_uri):
+    from components.train_data import TrainingData
+
+    root = _mvtec(tmp_path / "nomask", n_train=12, defects={"crack": 3}, masks=False)
+    tiles = ["preprocess.tiles=[24,0]", "preprocess.tiles_image=[48,48]"]
+    _, prep = _preprocessed(tmp_path, root, "data.labelled_defects=1", *tiles)
+    with pytest.raises(
+        DataError, match="1 labelled defect\\(s\\) without a mask; preprocess.tiles"
+    ):
+        TrainingData(tiny_config(*tiles), prep)
