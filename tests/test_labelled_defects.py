@@ -316,3 +316,13 @@ def test_tiles_refuse_labelled_defects_without_masks(tmp_path, mlflow_uri):
         DataError, match="1 labelled defect\\(s\\) without a mask; preprocess.tiles"
     ):
         TrainingData(tiny_config(*tiles), prep)
+
+
+def test_without_labelled_defects_the_batches_are_todays(tiny_preprocessed):
+    from components.train_data import TrainingData
+
+    config_path, root = tiny_preprocessed
+    data = TrainingData(tiny_config("train.synthetic_anomalies=0.5"), root / "base" / "preprocess")
+    assert data.labelled_count == 0 and data.labelled_types() == {}
+    batch = next(iter(data.epoch(0)))
+    assert len(batch) == 3  # (corrupted, clean, masks): the model's unlabelled path
