@@ -133,16 +133,16 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 	  -P config=$(abspath $(CONFIG)) -P run=$(RUN) -P set="$(SET)"
 
 bench: $(INSTALLED) ## data pipeline speed and memory; training peak memory; model and SavedModel speed
-	$(BIN)/python -m pipeline.speed_bench
-	$(BIN)/python -m pipeline.model_bench
-	$(BIN)/python -m pipeline.serving_bench --config $(CONFIG)
+	$(BIN)/python -m benchmarks.stages
+	$(BIN)/python -m benchmarks.model
+	$(BIN)/python -m benchmarks.serving --config $(CONFIG)
 
 benchmark: $(INSTALLED) ## the paper's MNIST protocol: train each digit, print the AUROC table
 	for d in 0 1 2 3 4 5 6 7 8 9; do \
 	  $(MAKE) --no-print-directory train CONFIG=configs/mnist.yaml RUN=mnist-$$d \
 	    SET="data.source=mnist:$$d $(SET)" || exit 1; \
 	done
-	$(BIN)/python -m pipeline.mnist_table artifacts
+	$(BIN)/python -m benchmarks.mnist_table artifacts
 
 clean: ## remove artifacts/, generated data and the MLflow store (keeps .venv)
 	rm -rf artifacts data mlflow/mlflow.db mlflow/artifacts

@@ -14,7 +14,7 @@ setup(
     version="0.1.0",
     description="Defect detection and localization with GANomaly on Keras 3 / TensorFlow",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["pipeline*", "components*", "models*"]),
+    packages=find_packages(include=["pipeline*", "components*", "models*", "benchmarks*"]),
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         "tensorflow-cpu==2.21.0",

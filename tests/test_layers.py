@@ -3,7 +3,8 @@
 models/          networks, losses, the GANomaly, the scorer: imports no project layer above
 pipeline/core/   config, errors, artifacts, stages, records, modeling: imports models/ only
 components/      the stages and their helpers: import pipeline/core/ and models/
-pipeline/        entry points (cli, tracking, score_table, benches): import anything
+pipeline/        entry points (cli, tracking, score_table, predict): import any layer below
+benchmarks/      make bench, make benchmark: import anything; nothing imports them
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.core import stages
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_MODULES = {f"components.{name}" for name in stages.STAGE_NAMES}
+PACKAGES = ("models", "components", "pipeline", "benchmarks")
 
 
 def _module_name(path: Path, root: Path = ROOT) -> str:
@@ -36,7 +38,7 @@ def _project_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {n for n in names if n.split(".")[0] in ("models", "components", "pipeline")}
+    return {n for n in names if n.split(".")[0] in PACKAGES}
 
 
 def _modules(package: str, root: Path = ROOT) -> dict[str, set[str]]:
@@ -87,7 +89,7 @@ def test_components_import_only_the_core_models_and_helpers():
     def allowed(module: str, name: str) -> bool:
         if name.startswith("pipeline"):
             return name.startswith("pipeline.core")
-        return True
+        return not name.startswith("benchmarks")
 
     assert _violations(_modules("components"), allowed) == []
 
@@ -99,6 +101,28 @@ def test_no_stage_module_is_imported_by_another_component():
         return stage is None or stage == module
 
     assert _violations(_modules("components"), allowed) == []
+
+
+def _not_benchmarks(module: str, name: str) -> bool:
+    return name.split(".")[0] != "benchmarks"
+
+
+@pytest.mark.parametrize("package", ["models", "components", "pipeline"])
+def test_nothing_imports_the_benchmarks(package):
+    assert _violations(_modules(package), _not_benchmarks) == []
+
+
+def test_the_benchmarks_import_the_layers_below_and_the_rule_refuses_the_reverse(tmp_path):
+    # benchmarks/ is the top: it imports entry points, stages and models (seen here,
+    # function-level imports included) and may; the same import from below is refused.
+    serving = _modules("benchmarks")["benchmarks.serving"]
+    assert {"pipeline.predict", "components.export", "models.serving"} <= serving
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "cli.py").write_text("def f():\n    from benchmarks import model\n")
+    assert _violations(_modules("pipeline", tmp_path), _not_benchmarks) == [
+        "pipeline.cli imports benchmarks",
+        "pipeline.cli imports benchmarks.model",
+    ]
 
 
 def test_the_checks_see_a_violation():

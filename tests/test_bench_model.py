@@ -1,11 +1,11 @@
-"""pipeline.model_bench: FLOPs counted by hand, and one quick real measurement of every key."""
+"""benchmarks.model: FLOPs counted by hand, and one quick real measurement of every key."""
 
 import json
 
 import pytest
 
+from benchmarks import model as model_bench
 from models.ganomaly import GANomaly
-from pipeline import model_bench
 
 SMALL = {"nz": 8, "ngf": 8, "ndf": 8}
 

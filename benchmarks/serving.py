@@ -1,6 +1,6 @@
-"""python -m pipeline.serving_bench: the exported SavedModel's speed (``make bench``).
+"""python -m benchmarks.serving: the exported SavedModel's speed (``make bench``).
 
-    python -m pipeline.serving_bench [--config configs/default.yaml] [--repeats 50]
+    python -m benchmarks.serving [--config configs/default.yaml] [--repeats 50]
 
 Exports the config's scorer (untrained weights: the same graph and the same work as a
 trained one) through the export stage's own archive, reloads it as TF Serving would, and
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.model_bench import timed
+from benchmarks.model import timed
 
 BATCH = 64
 PREDICT_IMAGES = 400

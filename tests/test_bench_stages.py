@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.speed_bench import by_size_and_cache, format_table, run_bench, run_train_memory
+from benchmarks.stages import by_size_and_cache, format_table, run_bench, run_train_memory
 
 pytestmark = pytest.mark.slow
 

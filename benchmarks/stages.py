@@ -1,6 +1,6 @@
-"""python -m pipeline.speed_bench: ingest + preprocess images/s and peak memory (``make bench``).
+"""python -m benchmarks.stages: ingest + preprocess images/s and peak memory (``make bench``).
 
-    python -m pipeline.speed_bench [--sizes 1000 5000] [--side 900] [--isize 128]
+    python -m benchmarks.stages [--sizes 1000 5000] [--side 900] [--isize 128]
                              [--workdir DIR] [--keep]
 
 For each size N, generates N grayscale ``side x side`` PNGs in the MVTec layout
@@ -359,7 +359,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.speed_bench",
+        prog="python -m benchmarks.stages",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

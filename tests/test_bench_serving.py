@@ -1,16 +1,16 @@
-"""pipeline.serving_bench: one quick real measurement of every key, on a tiny config."""
+"""benchmarks.serving: one quick real measurement of every key, on a tiny config."""
 
 import json
 
-from pipeline import serving_bench
+from benchmarks import serving
 from tests.conftest import TINY_OVERRIDES
 
 
 def test_main_prints_every_key_as_one_json_line_last(capsys, monkeypatch):
-    monkeypatch.setattr(serving_bench, "BATCH", 4)
-    monkeypatch.setattr(serving_bench, "PREDICT_IMAGES", 3)
+    monkeypatch.setattr(serving, "BATCH", 4)
+    monkeypatch.setattr(serving, "PREDICT_IMAGES", 3)
     sets = [arg for override in TINY_OVERRIDES for arg in ("--set", override)]
-    assert serving_bench.main(["--config", "configs/default.yaml", *sets, "--repeats", "3"]) == 0
+    assert serving.main(["--config", "configs/default.yaml", *sets, "--repeats", "3"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for signature in ("serving_default", "serving_bytes"):
         for name in (signature, f"{signature}_no_checks"):  # with and without input checks

@@ -1,11 +1,11 @@
-"""python -m pipeline.torch_bench: the PyTorch original's speed, next to ``model_bench``.
+"""python -m benchmarks.torch_reference: the PyTorch original's speed, next to ``benchmarks.model``.
 
-    python -m pipeline.torch_bench [--steps 12] [--rounds 3] [--threads 2]
+    python -m benchmarks.torch_reference [--steps 12] [--rounds 3] [--threads 2]
 
 Run it from the repository root with a Python that has torch and numpy, e.g. a
 venv of its own: ``python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install
 torch==2.13.0 numpy`` (a CPU build of torch), then ``/tmp/torchenv/bin/python -m
-pipeline.torch_bench``. Measures the original GANomaly
+benchmarks.torch_reference``. Measures the original GANomaly
 (github.com/samet-akcay/ganomaly, ``lib/networks.py`` and ``lib/model.py``) as
 vendored below, on random uniform(-1, 1) inputs with its default networks (nz 100,
 ngf = ndf 64, no extra layers, batch 64, float32) at 32x32x1 and 64x64x3: training
@@ -13,7 +13,7 @@ images/s of its ``optimize_params`` step, generator (encoder, decoder, encoder)
 inference images/s in eval mode under ``torch.no_grad()``, and the generator's
 batch-1 latency on one 64x64x3 image. Warm-up steps are excluded; each figure is
 the median over ``--rounds`` rounds of the median step. Prints one JSON object,
-last on its output, with ``pipeline.model_bench``'s key names so that the two
+last on its output, with ``benchmarks.model``'s key names so that the two
 compare key by key. Importing this module needs neither torch nor numpy.
 
 The networks and the training step are a minimal copy of the original's:
@@ -48,7 +48,7 @@ import json
 import os
 import sys
 
-from pipeline.model_bench import BATCH, median_seconds, round_medians, speed_round
+from benchmarks.model import BATCH, median_seconds, round_medians, speed_round
 
 CONFIGS = {"32x1": (32, 1), "64x3": (64, 3)}
 # The original's defaults (options.py); its NetD is built with ngf, not ndf.
@@ -280,7 +280,7 @@ def set_threads(threads: int) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The command line: ``--steps``, ``--rounds`` and ``--threads``."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.torch_bench")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.torch_reference")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per figure and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")

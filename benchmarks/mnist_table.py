@@ -1,7 +1,7 @@
 """Prints the per-digit AUROC table of the MNIST benchmark runs.
 
     make benchmark            # trains mnist-0 ... mnist-9, then runs this
-    python -m pipeline.mnist_table artifacts
+    python -m benchmarks.mnist_table artifacts
 
 Reads ``artifacts/mnist-<d>/evaluate/metrics.json`` for each digit that has
 one and prints image AUROC, AP and F1 per anomalous digit and their mean.

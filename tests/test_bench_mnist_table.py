@@ -1,11 +1,11 @@
-"""pipeline.mnist_table: the per-digit table of the MNIST benchmark runs."""
+"""benchmarks.mnist_table: the per-digit table of the MNIST benchmark runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline import mnist_table
+from benchmarks import mnist_table
 
 # digit -> (image_auroc, image_ap, f1); digits 1, 2, 4, 5, 6, 8 have no run.
 RESULTS = {

@@ -1,6 +1,6 @@
-"""python -m pipeline.model_bench: training and scoring speed of the model (``make bench``).
+"""python -m benchmarks.model: training and scoring speed of the model (``make bench``).
 
-    python -m pipeline.model_bench [--steps 12] [--rounds 3] [--threads 2]
+    python -m benchmarks.model [--steps 12] [--rounds 3] [--threads 2]
 
 Measures, on random inputs with the paper's networks (nz 100, ngf = ndf 64, no
 extra layers, batch 64, float32) at 32x32x1 and 64x64x3: training images/s of the
@@ -63,7 +63,7 @@ def _images(n: int, isize: int, channels: int):
 def median_seconds(fn, calls: int, warmup: int | None = None) -> float:
     """Median seconds of one call of ``fn`` over ``calls`` calls, after ``warmup`` calls.
 
-    ``warmup`` defaults to ``WARMUP``. ``pipeline.torch_bench`` times the PyTorch
+    ``warmup`` defaults to ``WARMUP``. ``benchmarks.torch_reference`` times the PyTorch
     original with this same function.
     """
     for _ in range(WARMUP if warmup is None else warmup):
@@ -167,7 +167,7 @@ def timed(fn) -> float:
 
 
 def speed_round(configs: dict, steps: int, train_img_s, infer_img_s, latency_ms_b1) -> dict:
-    """One round of the figures this bench and ``pipeline.torch_bench`` both print.
+    """One round of the figures this bench and ``benchmarks.torch_reference`` both print.
 
     Training and inference images/s at each of ``configs`` (name -> (isize,
     channels)) and the batch-1 latency at its ``64x3``, from the bench's own
@@ -211,7 +211,7 @@ def measure(steps: int, rounds: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.model_bench")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model")
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow and BLAS threads")
