@@ -1,4 +1,4 @@
-"""The defect head: trained on synthetic anomalies only, scored, exported with the model."""
+"""The defect head: trained on synthetic anomalies (and labelled defects), scored, exported."""
 
 from __future__ import annotations
 
@@ -93,8 +93,12 @@ def test_head_kinds_need_a_model_with_a_head():
 
 @pytest.fixture(scope="module")
 def head_run(tmp_path_factory, mlflow_uri, data_dir):
-    """The five stages on the tiny valve seats, with a defect head and its score kind."""
+    """The five stages on the tiny valve seats, with a defect head and its score kind.
+
+    Two labelled defects of each type too: the head's settings, given here, are kept.
+    """
     config = tiny_config(
+        "data.labelled_defects=2",
         "model.defect_head=true",
         "model.head_filters=8",
         "train.synthetic_anomalies=0.5",
@@ -141,3 +145,27 @@ def test_score_table_adds_the_head_kinds_when_the_model_has_a_head(head_run, cap
     rows = score_table.score_table(config, run_path, kinds=None)
     kinds = [line.split("|")[1].strip() for line in rows[2:]]
     assert "head" in kinds and "head_residual" in kinds and "residual" in kinds
+
+
+def test_labelled_images_never_reach_the_test_metrics(head_run):
+    _, run_path = head_run
+    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
+    labelled = manifest[(manifest["split"] == "train") & (manifest["label"] == 1)]
+    assert labelled["defect_type"].value_counts().to_dict() == {
+        "chip": 2,
+        "pit": 2,
+        "scratch": 2,
+        "stain": 2,
+    }
+    scored = pd.read_csv(run_path / "evaluate" / "scores.csv", keep_default_na=False)
+    assert not set(labelled["path"]) & set(scored["path"])
+    assert len(scored) == int((manifest["split"] == "test").sum())
+
+
+def test_the_model_card_names_the_labelled_defects_it_learned_from(head_run):
+    _, run_path = head_run
+    card_file = run_path / "export" / "ganomaly" / "1" / "assets" / "ganomaly.json"
+    card = json.loads(card_file.read_text())
+    assert card["labelled_defects"] == {
+        kind: {"images": 2, "masked": 2} for kind in ("chip", "pit", "scratch", "stain")
+    }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import keras
 import numpy as np
 import pandas as pd
@@ -12,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from models.anomalies import corrupt
-from pipeline.cli import STAGES, run_stage
+from pipeline.cli import run_stage
 from pipeline.core.errors import ConfigError, DataError
 from tests.conftest import tiny_config
 from tests.test_defect_head import HEAD, _compiled, _normals
@@ -222,44 +220,6 @@ def test_the_generator_never_learns_from_labelled_defects(head_models):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
     heads = zip(labelled.head.trainable_weights, plain.head.trainable_weights)
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in heads)
-
-
-# a small real run -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def labelled_run(tmp_path_factory, mlflow_uri, data_dir):
-    """The five stages on the tiny valve seats with two labelled defects of each type."""
-    config = tiny_config("data.labelled_defects=2", "model.head_filters=8")
-    run_path = tmp_path_factory.mktemp("artifacts") / "labelled"
-    for stage in STAGES:
-        run_stage(stage, config, "labelled", run_path)
-    return config, run_path
-
-
-@pytest.mark.slow
-def test_labelled_images_never_reach_the_test_metrics(labelled_run):
-    _, run_path = labelled_run
-    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
-    labelled = set(_labelled(manifest)["path"])
-    assert len(labelled) == 8  # 2 of each of the 4 defect types
-    scored = pd.read_csv(run_path / "evaluate" / "scores.csv", keep_default_na=False)
-    assert labelled and not labelled & set(scored["path"])
-    assert len(scored) == int((manifest["split"] == "test").sum())
-
-
-@pytest.mark.slow
-def test_labelled_defects_turn_on_the_head_and_the_model_card_names_them(labelled_run):
-    _, run_path = labelled_run
-    model = json.loads((run_path / "train" / "model.json").read_text())
-    assert model["options"]["defect_head"] is True
-    scoring = json.loads((run_path / "evaluate" / "scoring.json").read_text())
-    assert scoring["score"]["kind"] == "head"
-    (card_path,) = run_path.glob("export/*/*/assets/ganomaly.json")
-    card = json.loads(card_path.read_text())
-    types = {name: counts["images"] for name, counts in card["labelled_defects"].items()}
-    assert types == {"chip": 2, "pit": 2, "scratch": 2, "stain": 2}
-    assert all(c["masked"] == c["images"] for c in card["labelled_defects"].values())
 
 
 # the training data ----------------------------------------------------------------------------
