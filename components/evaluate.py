@@ -2,7 +2,7 @@
 
     ganomaly evaluate --config configs/default.yaml --run default
 
-Reads ``artifacts/<run>/preprocess/`` (the val and test records),
+Reads ``artifacts/<run>/preprocess/`` (the train, val and test records),
 ``artifacts/<run>/train/model.weights.h5`` and ``artifacts/<run>/ingest/manifest.csv``
 (the source images and masks it reopens for regions and overlays, each checked
 against its sha256 first).
@@ -20,6 +20,11 @@ Writes ``artifacts/<run>/evaluate/``:
   threshold was chosen, summary statistics, and the validation normals' score
   distribution with their false alarms at the threshold (``validation_scores``).
 - ``regions.csv``: the defect regions of every test image, in original pixels.
+- ``suspects.csv``: every training and validation normal (path, score, split, and
+  ``planted`` where the manifest has it) by the same score as the test images,
+  highest first: defective parts filed as good are near the top. With planted
+  images (``data.contamination``) MLflow gets ``planted_recall_at_2k``: the share
+  of them among the top twice-their-number rows.
 - ``report.md``, ``roc.png``, ``pr.png``, ``score_histogram.png`` and
   ``overlays/`` (the galleries): the inspection report.
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from keras import ops
 
 from components import evaluation_metrics as metrics
@@ -45,34 +51,50 @@ from pipeline.core.records import read_split
 BATCH_SIZE = 64
 
 
+# What ``score_records`` keeps by default: every scorer output and record field that
+# evaluate reads (the test split's metrics, regions and report).
+SCORER_OUTPUTS = ("score", "latent", "map_score", "anomaly_map")
+RECORD_FIELDS = ("mask", "roi", "label", "defect_type", "path")
+TEXT_FIELDS = ("defect_type", "path")
+
+
+def score_records(
+    scorer,
+    examples: tf.data.Dataset,
+    outputs: tuple[str, ...] = SCORER_OUTPUTS,
+    fields: tuple[str, ...] = RECORD_FIELDS,
+) -> dict:
+    """Runs the scorer over records in batches; returns numpy arrays, one per key.
+
+    Args:
+        scorer: a calibrated ``Scorer`` (with tiles it cuts and stitches itself).
+        examples: unbatched records (``read_split``), possibly filtered.
+        outputs: the scorer outputs to keep.
+        fields: the record fields to keep; text ones are decoded to ``str``.
+
+    Returns:
+        ``{key: array}`` for every key of ``outputs`` and ``fields``, in record order.
+    """
+    columns: dict[str, list] = {key: [] for key in (*outputs, *fields)}
+    for batch in examples.batch(BATCH_SIZE):
+        out = scorer.score(batch["image"])
+        for key in outputs:
+            columns[key].append(ops.convert_to_numpy(out[key]))
+        for key in fields:
+            values = batch[key].numpy()
+            if key in TEXT_FIELDS:
+                values = np.array([v.decode() for v in values], dtype=str)
+            columns[key].append(values)
+    # An empty selection (no normals in a split) gives empty columns, not an error.
+    return {
+        key: np.concatenate(parts) if parts else np.array([], str if key in TEXT_FIELDS else float)
+        for key, parts in columns.items()
+    }
+
+
 def score_split(scorer, preprocess_dir: Path, split: str) -> dict:
     """Runs the scorer over one split; returns numpy arrays of scores, maps and labels."""
-    columns: dict[str, list] = {
-        k: []
-        for k in (
-            "score",
-            "latent",
-            "map_score",
-            "anomaly_map",
-            "mask",
-            "roi",
-            "label",
-            "defect_type",
-            "path",
-        )
-    }
-    for batch in read_split(preprocess_dir, split).batch(BATCH_SIZE):
-        out = scorer.score(batch["image"])
-        for key in ("score", "latent", "map_score", "anomaly_map"):
-            columns[key].append(ops.convert_to_numpy(out[key]))
-        for key in ("mask", "roi", "label"):
-            columns[key].append(batch[key].numpy())
-        columns["defect_type"] += [v.decode() for v in batch["defect_type"].numpy()]
-        columns["path"] += [v.decode() for v in batch["path"].numpy()]
-    return {
-        key: np.concatenate(value) if key not in ("defect_type", "path") else np.array(value)
-        for key, value in columns.items()
-    }
+    return score_records(scorer, read_split(preprocess_dir, split))
 
 
 def choose_threshold(config: Config, val: dict) -> tuple[float, str]:
@@ -193,6 +215,49 @@ def evaluate_scorer(scorer, config: Config, preprocess_dir: Path) -> Evaluation:
     return Evaluation(result, per_type, origin, statistics, map_threshold, val, test)
 
 
+SUSPECTS_FILE = "suspects.csv"
+
+
+def suspects(scorer, preprocess_dir: Path, val: dict, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Every training and validation normal by its anomaly score, highest first.
+
+    A defective part filed as good is trained on as normal; it still tends to score
+    above the real normals, so the top of this table is where to look for it. The
+    validation normals keep the scores evaluate already gave them (``val``).
+
+    Args:
+        scorer: the calibrated scorer that scored the test split.
+        preprocess_dir: the preprocess stage's folder (the training records).
+        val: the validation split's arrays (``score_split``).
+        manifest: the ingest manifest; its ``planted`` column, where it has one,
+            is carried over (the real defect type of a planted "normal").
+
+    Returns:
+        Columns ``path``, ``score``, ``split`` (and ``planted``), sorted by score,
+        highest first.
+    """
+    normals = read_split(preprocess_dir, "train").filter(lambda ex: ex["label"] == 0)
+    train = score_records(scorer, normals, outputs=("score",), fields=("path",))
+    keep = val["label"] == 0
+    frame = pd.concat(
+        [
+            pd.DataFrame({"path": train["path"], "score": train["score"], "split": "train"}),
+            pd.DataFrame({"path": val["path"][keep], "score": val["score"][keep], "split": "val"}),
+        ],
+        ignore_index=True,
+    )
+    if "planted" in manifest:
+        frame["planted"] = frame["path"].map(dict(zip(manifest["path"], manifest["planted"])))
+    # Stable: equal scores stay in split and record order, so the file is reproducible.
+    return frame.sort_values("score", ascending=False, kind="stable", ignore_index=True)
+
+
+def planted_recall(table: pd.DataFrame) -> float | None:
+    """Share of the planted defects among the top ``2k`` suspects (``k`` planted); None if none."""
+    found, count = evaluation_report.planted_in_top(table)
+    return found / count if count else None
+
+
 def verified_sources(manifest: pd.DataFrame) -> dict[str, str]:
     """Checks the test images (and their masks) against the manifest's sha256.
 
@@ -279,6 +344,9 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     (out / "auroc_per_defect_type.json").write_text(json.dumps(ev.per_type, indent=2))
     (out / "pixel_auroc_per_defect_type.json").write_text(json.dumps(pixel_per_type, indent=2))
     _write_scores(test, result["threshold"], out / "scores.csv")
+    suspect_table = suspects(scorer, inputs["preprocess"], ev.val, manifest)
+    suspect_table.to_csv(out / SUSPECTS_FILE, index=False)
+    recall = planted_recall(suspect_table)
     evaluation_report.write(
         {**result, "map_threshold": ev.map_threshold},
         ev.per_type,
@@ -290,8 +358,11 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         mask_paths=mask_paths,
         resize=config.preprocess.resize,
         pixel_per_type=pixel_per_type,
+        suspects=suspect_table,
     )
     mlflow.log_metrics(_loggable(result, ev.per_type, pixel_per_type))
+    if recall is not None:
+        mlflow.log_metric("planted_recall_at_2k", recall)
     mlflow.log_artifacts(str(out), artifact_path="evaluate")
     print(
         f"[evaluate] image AUROC {result['image_auroc']}, F1 {result['f1']:.3f} at threshold "

@@ -7,7 +7,8 @@ Writes into ``out``: ``report.md``, ``roc.png``, ``pr.png``, ``score_histogram.p
 ``regions.csv`` and the gallery overlays ``overlays/*.png``. The report holds the
 confusion matrix, precision/recall/F1, image AUROC and AP overall and per defect type,
 the curves, score histograms per defect type against the normals, a summary of the
-localized regions and galleries of the worst false positives and false negatives.
+localized regions, galleries of the worst false positives and false negatives, and the
+highest-scoring training and validation normals (the suspects).
 """
 
 from __future__ import annotations
@@ -167,6 +168,58 @@ def _worst(test: dict, threshold: float, size: int) -> dict[str, tuple[str, np.n
     }
 
 
+SUSPECTS_SHOWN = 10
+
+
+def _suspects_section(suspects: pd.DataFrame | None) -> list[str]:
+    """The highest-scoring training and validation normals, and where the planted ones rank.
+
+    Args:
+        suspects: ``suspects.csv``'s table (highest score first), or None.
+    """
+    if suspects is None:
+        return []
+    found, count = planted_in_top(suspects)
+    extra = count > 0  # the planted column only where something was planted
+    lines = [
+        "## Suspects: the highest-scoring training and validation normals",
+        "",
+        f"All {len(suspects)} training and validation normals are scored like the test "
+        "images in `suspects.csv`, highest first. A defective part filed as good is trained "
+        "on as normal, yet it usually still scores high: look at the top rows, take the "
+        "defective ones out of the good folder and train again.",
+        "",
+        "| rank | score | split | image |" + (" planted |" if extra else ""),
+        "|---|---|---|---|" + ("---|" if extra else ""),
+    ]
+    for rank, row in enumerate(suspects.head(SUSPECTS_SHOWN).itertuples(), 1):
+        cells = f"| {rank} | {row.score:.2f} | {row.split} | `{row.path}` |"
+        lines.append(cells + (f" {row.planted} |" if extra else ""))
+    lines.append("")
+    if extra:
+        lines += [
+            f"{count} defective image(s) were planted among the normals "
+            f"(`data.contamination`); {found} ({found / count:.0%}) are among the top "
+            f"{2 * count} rows (`planted_recall_at_2k`).",
+            "",
+        ]
+    return lines
+
+
+def planted_in_top(suspects: pd.DataFrame) -> tuple[int, int]:
+    """``(found, k)``: of the ``k`` planted defects, how many are in the top ``2k`` rows.
+
+    Twice as many rows as were planted: what a person reads through when told
+    roughly how many bad parts hide in the good folder. ``(0, 0)`` without a
+    ``planted`` column or without planted rows.
+    """
+    if "planted" not in suspects:
+        return 0, 0
+    planted = suspects["planted"].fillna("").astype(bool)
+    count = int(planted.sum())
+    return int(planted.iloc[: 2 * count].sum()), count
+
+
 def _galleries(test, regions, result, out, size, mask_paths, resize) -> list[str]:
     """Overlay PNGs of the worst errors, as markdown sections linking them."""
     if size <= 0:
@@ -206,6 +259,7 @@ def write(
     *,
     resize: str = "squash",
     pixel_per_type: dict | None = None,
+    suspects: pd.DataFrame | None = None,
 ) -> None:
     """Writes the report, its figures, ``regions.csv`` and the gallery overlays into ``out``.
 
@@ -221,6 +275,8 @@ def write(
         mask_paths: optional image path -> ground-truth mask path, for green outlines.
         resize: the preprocess ``resize`` mode, to place the maps on the images.
         pixel_per_type: pixel AUROC of each defect type (its images and the normals).
+        suspects: the training and validation normals by score, highest first
+            (``suspects.csv``); its top rows are listed.
 
     """
     out = Path(out)
@@ -257,6 +313,7 @@ def write(
         "",
         *_regions_table(test, regions),
         "",
+        *_suspects_section(suspects),
         *_galleries(test, regions, result, out, gallery_size, mask_paths, resize),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")

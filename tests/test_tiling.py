@@ -153,6 +153,18 @@ def test_evaluate_and_the_saved_model_score_whole_images(tiled_run):
 
 
 @pytest.mark.slow
+def test_suspects_are_whole_training_images_scored_as_served(tiled_run):
+    _, run_path = tiled_run
+    suspects = pd.read_csv(run_path / "evaluate" / "suspects.csv")
+    assert len(suspects) == 36 + 12  # the training and validation normals, not their tiles
+    top = suspects.head(4)
+    files = [open(p, "rb").read() for p in top["path"]]
+    served = tf.saved_model.load(str(run_path / "export" / "ganomaly" / "1"))
+    out = served.signatures["serving_bytes"](encoded=tf.constant(files))
+    np.testing.assert_allclose(out["score"].numpy(), top["score"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_regions_are_boxed_in_original_pixels(tiled_run):
     _, run_path = tiled_run
     regions = pd.read_csv(run_path / "evaluate" / "regions.csv")

@@ -121,6 +121,7 @@ STAGES: tuple[Stage, ...] = (
             Output("score_statistics.npz", "the scorer's frozen validation statistics"),
             Output("scoring.json", "score options, image and pixel thresholds, statistics"),
             Output("regions.csv", "defect regions in original image pixels"),
+            Output("suspects.csv", "training and validation normals by score, highest first"),
             Output("report.md", "the inspection report"),
             Output("roc.png", "ROC curve", required=False),
             Output("pr.png", "precision-recall curve", required=False),
