@@ -162,6 +162,15 @@ def test_labelled_images_never_reach_the_test_metrics(head_run):
     assert len(scored) == int((manifest["split"] == "test").sum())
 
 
+def test_labelled_defects_are_no_suspects(head_run):
+    _, run_path = head_run
+    manifest = pd.read_csv(run_path / "ingest" / "manifest.csv", keep_default_na=False)
+    normals = manifest[manifest["split"].isin(["train", "val"]) & (manifest["label"] == 0)]
+    suspects = pd.read_csv(run_path / "evaluate" / "suspects.csv", keep_default_na=False)
+    assert sorted(suspects["path"]) == sorted(normals["path"])
+    assert suspects["score"].is_monotonic_decreasing
+
+
 def test_the_model_card_names_the_labelled_defects_it_learned_from(head_run):
     _, run_path = head_run
     card_file = run_path / "export" / "ganomaly" / "1" / "assets" / "ganomaly.json"
