@@ -264,6 +264,17 @@ def test_every_batch_carries_a_quarter_as_many_labelled_defects_as_tiles(tmp_pat
     assert defects.shape == (2, 32, 32, 1) and masks.shape == (2, 32, 32, 1)
     np.testing.assert_array_equal(has_mask.numpy(), [1.0, 1.0])
     assert data.labelled_types() == {"crack": {"images": 1, "masked": 1}}
+    # What the labelled defects turn on in a config that has the head off.
+    from pipeline.core import records
+
+    assert records.labelled_settings(config, prep) == {
+        "model.defect_head": True,
+        "train.synthetic_anomalies": 0.5,
+        "score.kind": "head_residual",
+    }
+    resolved = records.with_resolved_spec(config, prep)
+    assert resolved.model.defect_head and resolved.score.kind == "head_residual"
+    assert resolved.train.synthetic_anomalies == 0.5
 
 
 def test_tiles_refuse_labelled_defects_without_masks(tmp_path, mlflow_uri):

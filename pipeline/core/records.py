@@ -61,7 +61,7 @@ def read_info(preprocess_dir: Path) -> dict:
 
 
 # What labelled defects in the training split turn on, where the config has it off.
-LABELLED_SCORE_KIND = "head"
+LABELLED_SCORE_KIND = "head_residual"  # the head with the residual: README, Labelled defects
 LABELLED_SYNTHETIC_SHARE = 0.5
 
 
