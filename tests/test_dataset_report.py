@@ -70,6 +70,7 @@ def _frame(root: Path) -> pd.DataFrame:
                 "width": width,
                 "height": height,
                 "channels": channels,
+                "planted": "",
                 "notes": note,
             }
         )
@@ -104,6 +105,8 @@ def test_write_returns_the_counts_and_writes_the_report(tmp_path):
         "n_test": 3,
         "n_rejected": 1,
         "n_test_abnormal": 2,
+        "n_train_labelled": 0,
+        "n_planted": 0,
     }
     assert all(type(value) is int for value in counts.values())  # loggable as metrics
 
@@ -145,6 +148,8 @@ def test_write_without_notes_rejects_or_masks(tmp_path):
         "n_test": 2,
         "n_rejected": 0,
         "n_test_abnormal": 1,
+        "n_train_labelled": 0,
+        "n_planted": 0,
     }
     text = (out / "report.md").read_text()
     assert "6 images accepted, 0 set aside." in text
@@ -153,3 +158,23 @@ def test_write_without_notes_rejects_or_masks(tmp_path):
     assert "| scratch |" not in text
     assert "width 16-40 px, height 12-30 px, channels [1, 3]" in text
     assert _red_pixels(_decoded(out / "samples.png")) == 0  # no mask, no outline
+
+
+def test_the_report_says_what_training_learns_from(tmp_path):
+    root, out = tmp_path / "dataset", tmp_path / "out"
+    out.mkdir()
+    frame = _frame(root)
+    defect = frame.index[frame["label"] == 1][0]
+    frame.loc[defect, "split"] = "train"  # a labelled defect
+    normal = frame.index[(frame["split"] == "train") & (frame["label"] == 0)][0]
+    frame.loc[normal, "planted"] = "crack"
+
+    counts = dataset_report.write(frame, [], out, root)
+
+    assert counts["n_train_labelled"] == 1 and counts["n_planted"] == 1
+    text = (out / "report.md").read_text()
+    kind = frame.loc[defect, "defect_type"]
+    masked = int(bool(frame.loc[defect, "mask_path"]))
+    assert f"1 labelled defect(s) ({kind} 1); {masked} with a mask" in text
+    assert "1 defective image(s) planted among the training normals" in text
+    assert "../evaluate/suspects.csv" in text

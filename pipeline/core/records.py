@@ -68,9 +68,11 @@ LABELLED_SYNTHETIC_SHARE = 0.5
 def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     """``{"model.defect_head": True, ...}``: what labelled defects turn on in ``config``.
 
-    Empty without labelled defects, or when the config already reads the head.
+    Empty without labelled defects, when the config already reads the head, or
+    before preprocess has run (the stage that needs it says so).
     """
-    if not read_info(preprocess_dir)["splits"]["train"].get("abnormal", 0):
+    info_file = Path(preprocess_dir) / INFO_FILE
+    if not info_file.is_file() or not read_info(preprocess_dir)["splits"]["train"].get("abnormal"):
         return {}
     changes: dict[str, object] = {}
     if not config.model.defect_head:
