@@ -107,6 +107,15 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple
     return shards, np.array(stats, np.float64).reshape(-1, width)
 
 
+def defect_counts(rows: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """``{defect_type: {"images": n, "masked": m}}`` of a split's defective rows."""
+    defects = rows[rows["label"] == 1]
+    return {
+        str(kind): {"images": len(group), "masked": int((group["mask_path"] != "").sum())}
+        for kind, group in defects.groupby("defect_type")
+    }
+
+
 def auto_channels(manifest: pd.DataFrame) -> int:
     """``preprocess.channels: auto``: 3 when any training image is colour, else 1."""
     train = manifest[manifest["split"] == "train"]
@@ -175,7 +184,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
             "count": len(rows),
             "normal": int((rows["label"] == 0).sum()),
             "abnormal": int((rows["label"] == 1).sum()),
-            "masked": int(((rows["label"] == 1) & (rows["mask_path"] != "")).sum()),
+            "defects": defect_counts(rows),
             "shards": shards,
         }
         print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)

@@ -485,7 +485,9 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
         return
     summary = trainer.write_output(out)
     numbers = {k: float(v) for k, v in summary.items() if not isinstance(v, dict)}
-    numbers["labelled_defects"] = float(trainer.data.labelled_count)
+    numbers["labelled_defects"] = float(
+        sum(c["images"] for c in summary["labelled_defects"].values())
+    )
     if _log_metrics(numbers):
         import mlflow  # noqa: PLC0415
 

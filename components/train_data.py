@@ -94,17 +94,26 @@ def labelled_batch_size(batch_size: int, replicas: int) -> int:
     return max(replicas, batch_size // NORMALS_PER_LABELLED)
 
 
+def labelled_types(preprocess_dir: Path) -> dict[str, dict[str, int]]:
+    """``{defect_type: {"images": n, "masked": m}}`` of the training split's labelled defects.
+
+    Counted by preprocess (``preprocess.json``); empty for a run preprocessed
+    before labelled defects existed, which had none.
+    """
+    return records.read_info(preprocess_dir)["splits"]["train"].get("defects", {})
+
+
 def labelled_defects(preprocess_dir: Path) -> tuple[tf.data.Dataset, int]:
     """The labelled defects ``(image, mask, has_mask)``, or their tiles; and how many."""
     info = records.read_info(preprocess_dir)
-    train = info["splits"]["train"]
-    count, grid = train.get("abnormal", 0), TileGrid.of(info["spec"])
+    count, grid = info["splits"]["train"].get("abnormal", 0), TileGrid.of(info["spec"])
     data = records.labelled_defects(preprocess_dir)
     if grid is None or count == 0:
         return data, count
-    if train.get("masked", 0) < count:
+    masked = sum(c["masked"] for c in labelled_types(preprocess_dir).values())
+    if masked < count:
         raise DataError(
-            f"{preprocess_dir}: {count - train.get('masked', 0)} labelled defect(s) without a "
+            f"{preprocess_dir}: {count - masked} labelled defect(s) without a "
             "mask; preprocess.tiles cuts them into tiles, where an image label says too "
             "little: give them masks or drop preprocess.tiles"
         )
@@ -187,17 +196,7 @@ class TrainingData:
 
     def labelled_types(self) -> dict[str, dict[str, int]]:
         """``{defect_type: {"images": n, "masked": m}}`` of the labelled defects trained on."""
-        found: dict[str, dict[str, int]] = {}
-        if not self.labelled_count:
-            return found
-        train = records.read_split(self.preprocess_dir, "train")
-        for ex in train.filter(lambda ex: ex["label"] == 1):
-            counts = found.setdefault(
-                ex["defect_type"].numpy().decode(), {"images": 0, "masked": 0}
-            )
-            counts["images"] += 1
-            counts["masked"] += int(ex["has_mask"])
-        return found
+        return labelled_types(self.preprocess_dir)
 
     def gallery(self) -> np.ndarray:
         """``uint8 [H, W, C]``: each synthetic anomaly kind on the first training images."""
