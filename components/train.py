@@ -157,6 +157,13 @@ def _fresh_state(fp: str, terms: list[str]) -> dict:
     }
 
 
+def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate's multiplier at ``step`` of ``total_steps``: 1, or a half cosine to 0."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
+
+
 def step_function(model: GANomaly, strategy: tf.distribute.Strategy):
     """One distributed training step; returns the step's losses, all replicas reduced.
 
@@ -204,6 +211,7 @@ class Trainer:
         self.watchdog = distribute.Watchdog(config)
         self._step = step_function(self.model, self.strategy)
         self._val_step = tf.function(self.model.evaluation_losses)
+        self._rate = self.options.lr  # the optimizers' learning rate as compiled
 
     # -- checkpoints ---------------------------------------------------------------
 
@@ -254,6 +262,7 @@ class Trainer:
         self._assign(state.pop("_arrays"))
         state.pop("variables_sha256", None)
         self.state = state
+        self._rate = None  # the restored optimizers may hold another rate: set it again
 
     # -- the loop ------------------------------------------------------------------
 
@@ -295,6 +304,7 @@ class Trainer:
         epoch_data = self.data.epoch(state["epoch"], skip=state["step"])
         steps = 0
         for batch in self.strategy.experimental_distribute_dataset(epoch_data):
+            self._set_learning_rate()
             values = {k: float(v) for k, v in self._step(batch).items()}
             self._check_finite(values)
             for name in state["sums"]:
@@ -306,6 +316,16 @@ class Trainer:
             if every and state["global_step"] % every == 0:
                 self.checkpoint()
         return min(steps * self.options.batch_size, self.data.count)
+
+    def _set_learning_rate(self) -> None:
+        """This step's rate: ``lr``, halved per NaN restore, along ``train.lr_schedule``."""
+        total = self.options.epochs * self.data.steps_per_epoch
+        rate = self.options.lr * self.state["lr_scale"]
+        rate *= schedule_factor(self.options.lr_schedule, self.state["global_step"], total)
+        if rate != self._rate:  # the constant schedule never writes it: runs stay bit for bit
+            for optimizer in self.model.optimizers:
+                optimizer.learning_rate.assign(rate)
+            self._rate = rate
 
     def _check_finite(self, values: dict) -> None:
         for term in self.loss_terms:
@@ -387,8 +407,7 @@ class Trainer:
         lr_scale = self.state["lr_scale"] / 2
         self._load(loaded.path, loaded.state)
         self.state.update(lr_scale=lr_scale, nan_restores=restores + 1)
-        for optimizer in self.model.optimizers:
-            optimizer.learning_rate.assign(self.options.lr * lr_scale)
+        self._set_learning_rate()
         print(
             f"[train] {err}: rolled back to {loaded.path.name} (epoch {self.state['epoch'] + 1}, "
             f"step {self.state['step']} done), learning rates halved to "

@@ -202,6 +202,7 @@ def test_flat_and_dump_round_trip(tmp_path):
     "override, quoted",
     [
         ("train.on_nan=retry", "train.on_nan: 'retry' is not one of"),
+        ("train.lr_schedule=linear", "train.lr_schedule: 'linear' is not one of"),
         ("train.strategy=tpu", "train.strategy: 'tpu' is not one of"),
         ("train.cache=disk", "train.cache: 'disk' is not one of"),
         ("train.patience=-1", "train.patience: -1 is negative"),
@@ -225,6 +226,7 @@ def test_training_settings_default_to_a_plain_single_process_run():
     train = load_config(None).train
     assert (train.on_nan, train.strategy, train.cache) == ("stop", "default", "auto")
     assert (train.patience, train.checkpoint_every_steps, train.mixed_precision) == (0, 0, False)
+    assert train.lr_schedule == "constant"
 
 
 def test_channels_take_a_number_or_auto():

@@ -27,6 +27,9 @@ LAYOUTS = ("mvtec", "ganomaly", "folders", "csv")
 THRESHOLD_METHODS = ("f1", "quantile", "fixed")
 # train.on_nan: stop (exit 2) or roll back to the last good checkpoint with halved rates.
 ON_NAN = ("stop", "restore")
+# train.lr_schedule: the learning rate held, or decayed to 0 along a half cosine over the
+# run's steps (train.epochs), which ends on a settled model in fewer epochs.
+LR_SCHEDULES = ("constant", "cosine")
 # train.strategy: one process, all local GPUs, or a cluster described by TF_CONFIG.
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # train.mixed_precision: float16 (true) with loss scaling, or bfloat16 (float32's range,
@@ -94,6 +97,7 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 32
     lr: float = 2e-4
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
     beta1: float = 0.5
     w_adv: float = 1.0
     w_con: float = 50.0
@@ -185,6 +189,7 @@ CHOICES = {
     "score.kind": SCORE_KINDS,
     "threshold.method": THRESHOLD_METHODS,
     "train.on_nan": ON_NAN,
+    "train.lr_schedule": LR_SCHEDULES,
     "train.strategy": STRATEGIES,
     "train.cache": CACHE_MODES,
 }
