@@ -318,7 +318,7 @@ class Trainer:
         return min(steps * self.options.batch_size, self.data.count)
 
     def _set_learning_rate(self) -> None:
-        """This step's rate: ``lr``, halved per NaN restore, along ``train.lr_schedule``."""
+        """Sets the step's rate: ``lr``, halved per NaN restore, along ``train.lr_schedule``."""
         total = self.options.epochs * self.data.steps_per_epoch
         rate = self.options.lr * self.state["lr_scale"]
         rate *= schedule_factor(self.options.lr_schedule, self.state["global_step"], total)
