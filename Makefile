@@ -134,6 +134,7 @@ mlproject: $(INSTALLED) ## the pipeline through `mlflow run` (mlflow/MLproject):
 
 bench: $(INSTALLED) ## data pipeline speed and memory; training peak memory; model and SavedModel speed
 	$(BIN)/python -m benchmarks.stages
+	$(BIN)/python -m benchmarks.stages --format jpeg --sizes 1000 --train-sizes
 	$(BIN)/python -m benchmarks.model
 	$(BIN)/python -m benchmarks.serving --config $(CONFIG)
 

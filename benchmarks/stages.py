@@ -1,9 +1,10 @@
 """python -m benchmarks.stages: ingest + preprocess images/s and peak memory (``make bench``).
 
     python -m benchmarks.stages [--sizes 1000 5000] [--side 900] [--isize 128]
-                             [--workdir DIR] [--keep]
+                             [--format png|jpeg] [--workdir DIR] [--keep]
 
-For each size N, generates N grayscale ``side x side`` PNGs in the MVTec layout
+For each size N, generates N grayscale ``side x side`` PNGs (or JPEGs, whose
+decoder also reads the EXIF orientation) in the MVTec layout
 (90% ``train/good``, the rest ``test/good`` plus a few ``test/<defect>`` images
 with their ``ground_truth`` masks), cached under ``WORKDIR/data`` so re-runs
 do not regenerate them. Then runs the real ``ganomaly ingest`` and ``ganomaly
@@ -106,25 +107,30 @@ def _image(seed: int, side: int, defect: bool) -> tuple[np.ndarray, np.ndarray |
     return image, mask.astype(np.uint8) * 255
 
 
-def _write_one(job: tuple[str, int, int, str]) -> None:
-    """Writes one image (and its mask) of a dataset; runs in a worker process."""
-    root, side, seed, folder = job
+def _write_one(job: tuple[str, int, int, str, str]) -> None:
+    """Writes one image (and its PNG mask) of a dataset; runs in a worker process."""
+    root, side, seed, folder, image_format = job
     defect = folder == f"test/{DEFECT}"
     image, mask = _image(seed, side, defect)
-    path = Path(root) / folder / f"{seed:06d}.png"
-    Image.fromarray(image, "L").save(path, "PNG", compress_level=1)
+    if image_format == "jpeg":
+        path = Path(root) / folder / f"{seed:06d}.jpg"
+        Image.fromarray(image, "L").save(path, "JPEG", quality=95)
+    else:
+        path = Path(root) / folder / f"{seed:06d}.png"
+        Image.fromarray(image, "L").save(path, "PNG", compress_level=1)
     if mask is not None:
         mask_path = Path(root) / "ground_truth" / DEFECT / f"{path.stem}_mask.png"
         Image.fromarray(mask, "L").save(mask_path, "PNG")
 
 
-def generate(root: Path, count: int, side: int) -> Path:
-    """Generates (or finds cached) a dataset of ``count`` PNGs in the MVTec layout.
+def generate(root: Path, count: int, side: int, image_format: str = "png") -> Path:
+    """Generates (or finds cached) a dataset of ``count`` images in the MVTec layout.
 
     Args:
         root: The dataset folder; reused as is when it holds a complete dataset.
         count: Number of images (masks not counted).
         side: Width and height of each image.
+        image_format: ``png`` or ``jpeg`` (the masks are PNGs either way).
 
     Returns:
         ``root``.
@@ -135,13 +141,14 @@ def generate(root: Path, count: int, side: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     for folder in ("train/good", "test/good", f"test/{DEFECT}", f"ground_truth/{DEFECT}"):
         (root / folder).mkdir(parents=True)
-    jobs = [(str(root), side, seed, folder) for seed, (folder, _) in enumerate(_layout(count))]
+    layout = enumerate(_layout(count))
+    jobs = [(str(root), side, seed, folder, image_format) for seed, (folder, _) in layout]
     workers = max(1, min(os.cpu_count() or 1, len(jobs)))
     start = time.perf_counter()
     with multiprocessing.Pool(workers) as pool:
         for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
             pass
-    marker.write_text(f"{count} images, {side}x{side}\n")
+    marker.write_text(f"{count} {image_format} images, {side}x{side}\n")
     print(f"[bench] generated {count} images in {time.perf_counter() - start:.1f} s: {root}")
     return root
 
@@ -175,6 +182,7 @@ def run_bench(
     isize: int = 128,
     workdir: Path = DEFAULT_WORKDIR,
     keep: bool = False,
+    image_format: str = "png",
 ) -> list[dict]:
     """Benchmarks ingest and preprocess at each dataset size.
 
@@ -184,6 +192,7 @@ def run_bench(
         isize: ``preprocess.isize``, the model input size.
         workdir: Holds the cached datasets, the pipeline outputs and ``results.json``.
         keep: Keep each size's pipeline outputs (artifacts, MLflow store).
+        image_format: ``png`` or ``jpeg``: the generated images' format.
 
     Returns:
         One dict per (size, stage): ``images``, ``stage``, ``seconds``,
@@ -198,8 +207,11 @@ def run_bench(
         raise ValueError(f"sizes must be at least 3 images, got {sizes}")
     rows = []
     for size in sizes:
-        root = generate(workdir / "data" / f"mvtec-n{size}-s{side}", size, side)
-        run = f"bench-n{size}-s{side}-i{isize}"
+        suffix = "" if image_format == "png" else f"-{image_format}"
+        root = generate(
+            workdir / "data" / f"mvtec-n{size}-s{side}{suffix}", size, side, image_format
+        )
+        run = f"bench-n{size}-s{side}-i{isize}{suffix}"
         artifacts_root, store = workdir / "artifacts", workdir / "mlflow" / run
         shutil.rmtree(artifacts_root / run, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
@@ -231,6 +243,7 @@ def run_bench(
                 "peak_rss_mib": round(peak, 1),
                 "side": side,
                 "isize": isize,
+                "format": image_format,
             }
             rows.append(row)
             print(_format_row(row), flush=True)
@@ -366,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--side", type=int, default=900, help="generated image side, pixels")
     parser.add_argument("--isize", type=int, default=128, help="preprocess.isize")
+    parser.add_argument("--format", choices=("png", "jpeg"), default="png", dest="image_format")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--keep", action="store_true", help="keep the pipeline outputs")
     parser.add_argument(
@@ -377,7 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     print(HEADER, flush=True)
-    rows = run_bench(args.sizes, args.side, args.isize, args.workdir, keep=args.keep)
+    rows = run_bench(
+        args.sizes,
+        args.side,
+        args.isize,
+        args.workdir,
+        keep=args.keep,
+        image_format=args.image_format,
+    )
     print()
     print(format_table(rows))
     print(f"results: {Path(args.workdir).resolve() / 'results.json'}")

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from benchmarks.stages import by_size_and_cache, format_table, run_bench, run_train_memory
+from benchmarks.stages import by_size_and_cache, format_table, generate, run_bench, run_train_memory
+from models.decoding import FORMATS, decode_bytes, image_format
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +23,17 @@ def test_run_bench_measures_ingest_and_preprocess(tmp_path):
     assert len(list(root.glob("ground_truth/*/*_mask.png"))) >= 1
     assert not (tmp_path / "artifacts" / "bench-n20-s96-i32").exists()  # removed without keep
     assert "preprocess" in format_table(rows)
+
+
+def test_generate_writes_jpeg_images_beside_png_masks(tmp_path):
+    root = generate(tmp_path / "jpeg", 12, 64, "jpeg")
+
+    images = sorted(root.glob("t*/*/*"))
+    assert len(images) == 12 and {path.suffix for path in images} == {".jpg"}
+    data = images[0].read_bytes()
+    assert FORMATS[int(image_format(data))] == "JPEG"
+    assert decode_bytes(data, 1).shape == (64, 64, 1)
+    assert list(root.glob("ground_truth/*/*_mask.png"))
 
 
 def test_run_train_memory_measures_training_peak_memory(tmp_path):
