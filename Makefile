@@ -25,9 +25,12 @@ help: ## list the targets
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	# TF Serving's request protos, for the tests; without deps: it would pull the GPU build.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(SERVING_API)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile --no-deps $(SERVING_API)
+	# Bytecode on every core (pip compiles one file at a time); like pip, a file that
+	# does not compile (a package's Python 2 example) is skipped.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 setup: $(INSTALLED) ## create .venv and install the pinned dependencies (only when setup.py changed)
