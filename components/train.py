@@ -411,7 +411,7 @@ class Trainer:
         print(
             f"[train] {err}: rolled back to {loaded.path.name} (epoch {self.state['epoch'] + 1}, "
             f"step {self.state['step']} done), learning rates halved to "
-            f"{self.options.lr * lr_scale:g} (restore {restores + 1} of "
+            f"{self._rate:g} (restore {restores + 1} of "  # the rate set: schedule included
             f"{self.options.nan_restores}, train.on_nan: restore)",
             flush=True,
         )
