@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from components import overlay
+from models.decoding import decode_bytes
 from pipeline import drift, predict
+from tests import test_decoding
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +206,25 @@ def test_a_model_exported_before_the_checks_predicts_with_them_off(
     np.testing.assert_allclose(got["score"], scores["score"][:3], atol=1e-3)
     assert got["input_ok"].tolist() == ["", "", ""]
     assert json.loads((tmp_path / drift.REPORT_FILE).read_text())["drifted"] is None
+
+
+@pytest.mark.parametrize("kind", sorted(test_decoding.FILES))
+def test_an_overlay_shows_the_pixels_the_model_decoded(kind):
+    # Plain grey and RGB files are read by Pillow for overlays, the rest by the model's
+    # decoder: every kind must give the picture the model scored, oriented the same way.
+    data = test_decoding.FILES[kind]()
+    np.testing.assert_array_equal(
+        overlay._rgb(predict._overlay_pixels(data)), decode_bytes(data, 3)
+    )
+
+
+def test_the_graph_rewrites_are_off_only_while_predict_runs(predicted):
+    import tensorflow as tf
+
+    run_path, _, _, _ = predicted
+    predictor = predict.Predictor(run_path / "export" / "ganomaly" / "1")
+    options = tf.config.optimizer.get_experimental_options
+    assert not options().get("disable_meta_optimizer", False)
+    with predictor.graph_rewrites_off():
+        assert options()["disable_meta_optimizer"]
+    assert not options().get("disable_meta_optimizer", False)
