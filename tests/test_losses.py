@@ -90,3 +90,19 @@ def test_discriminator_loss_is_small_for_a_perfect_discriminator_and_large_when_
     # swapped: each BCE is about 20, their half-sum about 20
     fooled = _value(losses.discriminator_loss(confident_fake, confident_real))
     assert fooled == pytest.approx(20.0, rel=1e-3)
+
+
+def test_labelled_segmentation_loss_weighs_a_small_defect_as_much_as_a_large_one():
+    # A 2x2 and a 16x16 defect on 32x32 images: missing either one costs about the same
+    # (summed over the batch, missing the small one cost a hundredth of the large one).
+    masks = np.zeros((2, 32, 32), "float32")
+    masks[0, :2, :2] = 1.0
+    masks[1, :16, :16] = 1.0
+    hit, miss = np.where(masks > 0, 10.0, -10.0), np.full((2, 32, 32), -10.0)
+    weights = _t([1.0, 1.0])
+    miss_small = losses.labelled_segmentation_loss(_t(masks), _t([miss[0], hit[1]]), weights)
+    miss_large = losses.labelled_segmentation_loss(_t(masks), _t([hit[0], miss[1]]), weights)
+    found_both = losses.labelled_segmentation_loss(_t(masks), _t(hit), weights)
+    assert _value(found_both) < 0.05
+    assert _value(miss_small) == pytest.approx(_value(miss_large), rel=0.1)
+    assert _value(miss_small) > 2.0
