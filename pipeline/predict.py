@@ -117,8 +117,9 @@ class Predictor:
         Rewriting the loaded graph (the first request's "optimisation") took 0.66 s of
         the 1.1 s a 400-image folder spends in the model, and bought nothing per batch on
         this CPU: 0.08 s a batch of 64 either way, scores equal to float rounding
-        (6e-8 apart at most; README: Speed). The setting is the process's; it is put back for anything the
-        caller runs next, and the functions first called here keep the graph unrewritten.
+        (6e-8 apart at most; README: Speed). The setting is the process's; it is put
+        back for anything the caller runs next, and the functions first called here keep
+        the graph unrewritten.
         """
         optimizer = self.tf.config.optimizer
         before = optimizer.get_experimental_options().get("disable_meta_optimizer", False)
