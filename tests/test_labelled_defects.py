@@ -172,6 +172,10 @@ def _streak_defects(count: int) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.constant(images), tf.constant(masks)
 
 
+# Traced once for the three models below (eager, the anomalies cost as much as the steps).
+_corrupt = tf.function(corrupt)
+
+
 def _train_head(labelled: bool, has_mask: float, steps: int = 40):
     keras.utils.set_random_seed(0)
     model = _compiled(**HEAD)
@@ -179,7 +183,7 @@ def _train_head(labelled: bool, has_mask: float, steps: int = 40):
     step = tf.function(model.train_step)
     for i in range(steps):
         batch = _normals(16, seed=i)
-        inputs, batch_masks = corrupt(batch, 0.5, tf.constant([i, 1], tf.int64))
+        inputs, batch_masks = _corrupt(batch, 0.5, tf.constant([i, 1], tf.int64))
         data = (inputs, batch, batch_masks)
         if labelled:
             data += (defects, masks, tf.fill([4], has_mask))
