@@ -117,6 +117,28 @@ def test_a_type_with_too_few_images_is_refused_and_nothing_is_written(tmp_path, 
     assert not (run_path / "ingest").exists()
 
 
+def test_the_draw_passes_over_test_defects_whose_mask_marks_nothing(tmp_path, mlflow_uri):
+    root = _mvtec(tmp_path / "blank", defects={"crack": 5})
+    blank = [root / "ground_truth" / "crack" / f"{i:03d}_mask.png" for i in (0, 2, 3)]
+    for mask in blank:
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(mask)
+    frame = _ingest(_config(root, "data.labelled_defects=2"), tmp_path / "artifacts" / "blank")
+    assert sorted(_labelled(frame)["mask_path"]) == [
+        str(root / "ground_truth" / "crack" / f"{i:03d}_mask.png") for i in (1, 4)
+    ]
+    test_defects = frame[(frame["split"] == "test") & (frame["label"] == 1)]
+    assert sorted(test_defects["mask_path"]) == sorted(map(str, blank))  # still scored
+
+    run_path = tmp_path / "artifacts" / "three"
+    with pytest.raises(DataError) as caught:
+        run_stage("ingest", _config(root, "data.labelled_defects=3"), "three", run_path)
+    assert str(caught.value) == (
+        "data.labelled_defects: 3 but defect type 'crack' has 2 image(s) whose mask "
+        "marks a pixel; it needs 3"
+    )
+    assert not (run_path / "ingest").exists()
+
+
 def _labelled_mask_case(root, case: str):
     """An mvtec folder whose one labelled defect has a mask that is ``case``."""
     _mvtec(root, defects={"crack": 2})
