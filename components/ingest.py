@@ -243,7 +243,7 @@ def check_labelled_masks(frame: pd.DataFrame) -> None:
     """Each labelled defect's mask marks at least one pixel (what it teaches is there)."""
     labelled = frame[(frame["split"] == "train") & (frame["label"] == 1)]
     for row in labelled.itertuples():
-        if row.mask_path and not (load_image(Path(row.mask_path), 1) > 127).any():
+        if not _marks_a_pixel(row.mask_path):
             raise DataError(f"{row.mask_path}: empty mask for labelled defect {row.path}")
 
 
