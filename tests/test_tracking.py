@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline import tracking
-from pipeline.cli import run_stage
+from pipeline.cli import STAGES, main, run_stage
 from tests.conftest import TINY_OVERRIDES, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,9 +185,9 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_a_pipeline_logs_to_a_real_tracking_server(tmp_path):
-    """`make mlflow-server`, then `MLFLOW_TRACKING_URI=http://127.0.0.1:PORT make train`."""
+@pytest.fixture
+def tracking_server(tmp_path) -> Iterator[str]:
+    """`make mlflow-server` in ``tmp_path``: a real server with served artifacts; yields its URL."""
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
@@ -206,35 +207,23 @@ def test_a_pipeline_logs_to_a_real_tracking_server(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "mlflow server did not come up"
                 time.sleep(0.5)
-        done = _ganomaly(
-            tmp_path, "run", "--config", str(_tiny_yaml(tmp_path)), "--run", "served", uri=base
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        run_id = _run_id(tmp_path / "artifacts" / "served")
-        run = _get(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
-        params = {p["key"]: p["value"] for p in run["data"]["params"]}
-        assert params["preprocess.isize"] == "32" and params["train.epochs"] == "2"
-        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        local = json.loads((tmp_path / "artifacts/served/evaluate/metrics.json").read_text())
-        assert metrics["image_auroc"] == pytest.approx(local["image_auroc"])
-        (dataset_input,) = run["inputs"]["dataset_inputs"]
-        assert dataset_input["dataset"]["name"] == "synthetic-valve-seats"
-        listed = _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluate")
-        assert "evaluate/metrics.json" in {f["path"] for f in listed["files"]}
-        assert (tmp_path / "served").is_dir()  # the server stored them, not the client
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 @pytest.mark.slow
-def test_mlflow_run_logs_where_make_ui_shows_it(tmp_path):
-    """`make mlproject`: the MLproject's run lands in the store and experiment of the config."""
-    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    (tmp_path / "store").mkdir()
+def test_make_mlproject_logs_the_pipeline_to_a_real_tracking_server(tmp_path, tracking_server):
+    """`make mlflow-server`, then `MLFLOW_TRACKING_URI=http://127.0.0.1:PORT make mlproject`.
+
+    One pipeline run checks both: what the server holds (through its REST API) and
+    that the MLproject's run lands in the config's experiment, leaving the repo as it was.
+    """
+    base = tracking_server
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_TRACKING_URI": base,
         "GANOMALY_ARTIFACTS": str(tmp_path / "artifacts"),
         "GANOMALY_DATA_DIR": str(tmp_path / "data"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -247,11 +236,47 @@ def test_mlflow_run_logs_where_make_ui_shows_it(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert set(os.listdir(REPO)) == before  # no ./mlflow.db or ./mlruns left behind
-    client = _client(uri)
+    run_path = tmp_path / "artifacts" / "mlp"
+    run_id = _run_id(run_path)
+    # The MLproject's run, the only one in the config's experiment.
+    client = _client(base)
     experiment = client.get_experiment_by_name("synthetic-valve-seats")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == _run_id(tmp_path / "artifacts" / "mlp")
-    assert run.data.tags["mlflow.project.entryPoint"] == "main"
-    assert all(run.data.tags[f"stage.{s}"] == "done" for s in ("ingest", "train", "export"))
-    assert run.data.params["train.epochs"] == "1" and run.data.params["set"] == "train.epochs=1"
-    assert experiment.artifact_location == (tmp_path / "store" / "artifacts").as_uri()
+    (listed_run,) = client.search_runs([experiment.experiment_id])
+    assert listed_run.info.run_id == run_id
+    # What the server holds, read through its REST API.
+    run = _get(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["mlflow.project.entryPoint"] == "main"
+    assert all(tags[f"stage.{s}"] == "done" for s in STAGES)
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["preprocess.isize"] == "32"  # from the config
+    assert params["train.epochs"] == "1" and params["set"] == "train.epochs=1"  # from SET
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    local = json.loads((run_path / "evaluate" / "metrics.json").read_text())
+    assert metrics["image_auroc"] == pytest.approx(local["image_auroc"])
+    (dataset_input,) = run["inputs"]["dataset_inputs"]
+    assert dataset_input["dataset"]["name"] == "synthetic-valve-seats"
+    listed = _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluate")
+    assert "evaluate/metrics.json" in {f["path"] for f in listed["files"]}
+    assert (tmp_path / "served").is_dir()  # the server stored them, not the client
+
+
+def test_the_experiment_command_keeps_a_sqlite_stores_artifacts_beside_it(
+    tmp_path, monkeypatch, capsys
+):
+    """`ganomaly experiment`, which `make mlproject` calls first; no pipeline run needed.
+
+    The experiment it creates in a sqlite store keeps its artifacts in the store's
+    folder, next to mlflow.db, where `make ui` finds them, not in the folder it ran in.
+    """
+    store, cwd = tmp_path / "store", tmp_path / "cwd"
+    store.mkdir()
+    cwd.mkdir()
+    uri = f"sqlite:///{store}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(cwd)
+    assert main(["experiment", "--config", str(_tiny_yaml(tmp_path))]) == 0
+    assert capsys.readouterr().out == "synthetic-valve-seats\n"
+    experiment = _client(uri).get_experiment_by_name("synthetic-valve-seats")
+    assert experiment.artifact_location == (store / "artifacts").as_uri()
+    assert not list(cwd.iterdir())  # no ./mlruns
