@@ -11,7 +11,8 @@ decoded split in memory after the first epoch, ``none`` streams it from the
 TFRecords every epoch, ``auto`` keeps it when it takes at most
 ``CACHE_AUTO_MAX_BYTES``. Where the training split holds labelled defects, each
 batch also carries ``labelled_batch_size`` of them (drawn again and again,
-flipped, seeded by the epoch): ``(corrupted, clean, masks, defects,
+flipped, moved onto the batch's normals where they have a mask, seeded by the
+epoch): ``(corrupted, clean, masks, defects,
 defect_masks, has_mask)``; the defect head learns from them, the generator never.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from models.anomalies import KINDS, corrupt, gallery
+from models.anomalies import KINDS, corrupt, gallery, transplant
 from models.tiling import TileGrid
 from pipeline.core import records
 from pipeline.core.config import Config
@@ -140,17 +141,24 @@ def _with_labelled(batches, defects, size: int, seed: int):
     """Each batch gains ``size`` labelled defects, reshuffled and flipped every epoch.
 
     Always flipped, whatever ``train.augment``: a flipped defect is still a defect,
-    and ten images need every variation they can get.
+    and ten images need every variation they can get. A defect with a mask is
+    transplanted (``models.anomalies.transplant``) onto one of the batch's clean
+    normals at a random place: the head learns the defect, not its image.
     """
     defects = _flip_labelled(defects.shuffle(SHUFFLE_BUFFER, seed=seed).repeat(), seed)
     defects = defects.batch(size, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
 
-    def joined(batch, labelled):
+    def joined(batch, labelled, pair):
         if not isinstance(batch, tuple):  # normals without synthetic anomalies
             batch = (batch, batch, tf.zeros_like(batch[..., :1]))
-        return (*batch, *labelled)
+        images, masks, has_mask = labelled
+        clean = batch[1]
+        hosts = tf.gather(clean, tf.range(size) % tf.shape(clean)[0])
+        images, masks = transplant(hosts, images, masks, has_mask, pair)
+        return (*batch, images, masks, has_mask)
 
-    return tf.data.Dataset.zip(batches, defects).map(joined)
+    return tf.data.Dataset.zip(batches, defects, seeds).map(joined)
 
 
 def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:

@@ -220,6 +220,41 @@ def corrupt(images: tf.Tensor, probability: float, seed) -> tuple[tf.Tensor, tf.
     return paste(images, masks, fills), masks
 
 
+def transplant(hosts, defects, masks, has_mask, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Labelled real defects cut out by their masks, moved, and pasted onto normals.
+
+    On Magnetic Tile (10 labelled per type, the head alone on a fixed generator)
+    the head taught on the defects in their own images fired on normal texture
+    (image AUROC 0.894); on the same defects transplanted onto normals, 0.948.
+    Ten images' backgrounds are memorised; a defect on ever-new normals is not.
+
+    Args:
+        hosts: ``[K, S, S, C]`` clean normal images.
+        defects: ``[K, S, S, C]`` labelled defects.
+        masks: ``[K, S, S, 1]`` their masks (binary; zeros for an image label).
+        has_mask: ``[K]``, 1 where the defect has a mask; the others are returned as given.
+        seed: a stateless seed, shape ``[2]`` int.
+
+    Returns:
+        ``(images, masks)``: each masked defect, rolled by its own random shift
+        (wrapping round), on its host; the mask rolled with it.
+    """
+    size = tf.cast(tf.shape(defects)[1:3], tf.float32)
+    shifts = tf.cast(_stateless([tf.shape(defects)[0], 2], seed) * size, tf.int32)
+
+    def rolled(example):
+        image, mask, shift = example
+        return tf.roll(image, shift, [0, 1]), tf.roll(mask, shift, [0, 1])
+
+    moved, moved_masks = tf.map_fn(
+        rolled, (defects, masks, shifts), fn_output_signature=(defects.dtype, masks.dtype)
+    )
+    alpha = tf.cast(moved_masks >= 0.5, defects.dtype)
+    pasted = hosts * (1.0 - alpha) + moved * alpha
+    keep = tf.reshape(tf.cast(has_mask, tf.bool), [-1, 1, 1, 1])
+    return tf.where(keep, pasted, defects), tf.where(keep, moved_masks, masks)
+
+
 def gallery(images: tf.Tensor, seed) -> tf.Tensor:
     """``uint8 [3 S, len(KINDS) S, C]``: per kind, an image, its anomaly and its mask.
 

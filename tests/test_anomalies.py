@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.anomalies import KINDS, blob_masks, corrupt, gallery, kind_masks_and_fills
+from models.anomalies import KINDS, blob_masks, corrupt, gallery, kind_masks_and_fills, transplant
 from models.networks import build_generator
 
 
@@ -124,3 +124,25 @@ def test_gallery_shows_each_kind_its_image_and_its_mask(tmp_path):
     assert set(np.unique(masks)) > {0}  # each kind's mask is drawn
     for k in range(len(KINDS)):
         assert masks[:, 32 * k : 32 * (k + 1)].max() > 127, KINDS[k]
+
+
+def test_transplant_moves_each_masked_defect_onto_its_host_with_its_mask():
+    hosts, defects = _images(batch=4), -_images(batch=4) + 0.7
+    masks = np.zeros((4, 32, 32, 1), "float32")
+    masks[:, 2:5, 3:9] = 1.0
+    seed = tf.constant([5, 6], tf.int64)
+    has_mask = tf.constant([1, 1, 1, 0.0])
+    pasted, moved = transplant(hosts, defects, tf.constant(masks), has_mask, seed)
+    pasted, moved, hosts, defects = pasted.numpy(), moved.numpy(), hosts.numpy(), defects.numpy()
+    for i in range(3):
+        inside = moved[i, ..., 0] > 0.5
+        assert inside.sum() == 18  # the whole defect, moved, not cut
+        np.testing.assert_array_equal(pasted[i][~inside], hosts[i][~inside])
+        # The defect's own pixels, rolled: the same values where the rolled mask says.
+        shift = np.argwhere(inside)[0] - np.array([2, 3])
+        rolled = np.roll(defects[i], tuple(shift), (0, 1))
+        np.testing.assert_array_equal(pasted[i][inside], rolled[inside])
+    assert len({tuple(np.argwhere(moved[i, ..., 0] > 0.5)[0]) for i in range(3)}) > 1
+    # An image label (no mask) is left as it was, in its own image.
+    np.testing.assert_array_equal(pasted[3], defects[3])
+    np.testing.assert_array_equal(moved[3], masks[3])

@@ -291,6 +291,10 @@ def test_every_batch_carries_a_quarter_as_many_labelled_defects_as_tiles(tmp_pat
     defects, masks, has_mask = batch[3:]
     assert defects.shape == (2, 32, 32, 1) and masks.shape == (2, 32, 32, 1)
     np.testing.assert_array_equal(has_mask.numpy(), [1.0, 1.0])
+    # Each defect sits on one of the batch's clean normals, its own background gone.
+    outside = masks.numpy()[..., 0] < 0.5
+    for i, host in enumerate(batch[1].numpy()[:2]):
+        np.testing.assert_array_equal(defects[i].numpy()[outside[i]], host[outside[i]])
     assert data.labelled_types() == {"crack": {"images": 1, "masked": 1}}
     # What the labelled defects turn on in a config that has the head off.
     from pipeline.core import records
