@@ -249,8 +249,7 @@ def transplant(hosts, defects, masks, has_mask, seed) -> tuple[tf.Tensor, tf.Ten
     moved, moved_masks = tf.map_fn(
         rolled, (defects, masks, shifts), fn_output_signature=(defects.dtype, masks.dtype)
     )
-    alpha = tf.cast(moved_masks >= 0.5, defects.dtype)
-    pasted = hosts * (1.0 - alpha) + moved * alpha
+    pasted = paste(hosts, tf.cast(moved_masks >= 0.5, defects.dtype), moved)
     keep = tf.reshape(tf.cast(has_mask, tf.bool), [-1, 1, 1, 1])
     return tf.where(keep, pasted, defects), tf.where(keep, moved_masks, masks)
 

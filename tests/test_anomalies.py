@@ -127,7 +127,7 @@ def test_gallery_shows_each_kind_its_image_and_its_mask(tmp_path):
 
 
 def test_transplant_moves_each_masked_defect_onto_its_host_with_its_mask():
-    hosts, defects = _images(batch=4), -_images(batch=4) + 0.7
+    hosts, defects = _images(batch=4), 0.4 - _images(batch=4)  # both in [-1, 1]
     masks = np.zeros((4, 32, 32, 1), "float32")
     masks[:, 2:5, 3:9] = 1.0
     seed = tf.constant([5, 6], tf.int64)
