@@ -21,6 +21,7 @@ versions, the artifacts folder and each stage's status as tags.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import json
 import logging
@@ -84,7 +85,33 @@ def ensure_experiment(config: Config) -> str:
     return _experiment_id(mlflow, config.experiment_name())
 
 
+@contextlib.contextmanager
+def _local_store_lock() -> Iterator[None]:
+    """Holds an exclusive lock on a local sqlite store (``mlflow.db.lock`` beside it).
+
+    Two stages started at once on a new store would both run its schema
+    migrations, and all but one fail ("duplicate column name: step"); two could
+    also both create the same experiment. A server store serialises these itself.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(f"{uri[len('sqlite:///') :]}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _experiment_id(mlflow, name: str) -> str:
+    """The experiment's id, looked up and created under the store's lock."""
+    with _local_store_lock():
+        return _created_experiment_id(mlflow, name)
+
+
+def _created_experiment_id(mlflow, name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -183,7 +210,8 @@ def stage_run(config: Config, run_name: str, run_path: Path, stage: str) -> Iter
     mlflow.set_tracking_uri(tracking_uri())
     params = _params(config)
     client = mlflow.tracking.MlflowClient()
-    run_id, logged = _find_run(client, run_path, stage)
+    with _local_store_lock():  # the store's first use may create its schema
+        run_id, logged = _find_run(client, run_path, stage)
     if run_id is None:
         start = {"experiment_id": _experiment_id(mlflow, config.experiment_name())}
     else:

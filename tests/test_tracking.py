@@ -280,3 +280,26 @@ def test_the_experiment_command_keeps_a_sqlite_stores_artifacts_beside_it(
     experiment = _client(uri).get_experiment_by_name("synthetic-valve-seats")
     assert experiment.artifact_location == (store / "artifacts").as_uri()
     assert not list(cwd.iterdir())  # no ./mlruns
+
+
+@pytest.mark.slow
+def test_commands_started_at_once_on_a_new_sqlite_store_all_succeed(tmp_path):
+    """Three `ganomaly experiment`s at once on a store no one has opened yet.
+
+    Without the store's lock they all run the schema migrations, and most of them
+    fail ("duplicate column name: step"), as two `make train`s started together did.
+    """
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [GANOMALY, "experiment", "--config", str(_tiny_yaml(tmp_path))]
+    started = [
+        subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    done = [(process.wait(timeout=120), *process.communicate()) for process in started]
+    assert [(rc, out) for rc, out, _ in done] == [(0, "synthetic-valve-seats\n")] * 3, done
+    experiments = _client(uri).search_experiments()
+    assert sorted(e.name for e in experiments) == ["Default", "synthetic-valve-seats"]
