@@ -97,7 +97,9 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple
             if mask is None:
                 small_mask = np.zeros(map_size(spec), np.uint8)
             else:
-                small_mask = resize_mask(mask, spec)
+                # A labelled defect's target keeps thin defects; test masks do not
+                # change what the pixel metrics have always counted.
+                small_mask = resize_mask(mask, spec, keep_thin=split == "train")
             image = model_input[0].numpy()
             meta = (row.label, row.defect_type, row.path, mask is not None)
             writer.write(records.encode(image, roi[0, ..., 0].numpy(), small_mask, *meta))

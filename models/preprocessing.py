@@ -15,7 +15,9 @@ scorer and the training data cut it into ``isize`` tiles.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
+from scipy import ndimage
 
 from models.options import RESIZE_MODES
 from models.tiling import map_size
@@ -117,12 +119,36 @@ def preprocess_with_circle(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor, tf
     return images * 2.0 - 1.0, mask, circle
 
 
-def resize_mask(mask, spec: dict):
+# A part of a resized mask counts from this coverage up (antialiasing leaves float dust).
+MIN_PART_COVERAGE = 0.02
+
+
+def resize_mask(mask, spec: dict, keep_thin: bool = False):
     """A ground-truth mask ``[H, W]`` through the same geometry as its image.
 
-    Returns a uint8 array of 0/1 (numpy) of the map size, so pixel metrics
-    compare maps and masks on the same grid.
+    A map pixel is a defect pixel where the defect covers at least half of it.
+    With ``keep_thin`` (a labelled defect's training target) a defect narrower
+    than that is not lost: each part of the mask that covers no pixel by half
+    keeps its pixels of at least half its peak coverage, a line about one pixel
+    wide. Otherwise a thin crack's target would say "normal" everywhere.
+
+    Returns:
+        A uint8 array of 0/1 (numpy) of the map size, so pixel metrics compare
+        maps and masks on the same grid.
     """
     mask = tf.convert_to_tensor(mask, tf.float32)[None, :, :, None]
-    small = _resize(mask, spec)
-    return (small[0, :, :, 0].numpy() > 0.5).astype("uint8")
+    coverage = _resize(mask, spec)[0, :, :, 0].numpy()
+    marked = coverage > 0.5
+    if keep_thin:
+        marked |= thin_parts(coverage)
+    return marked.astype("uint8")
+
+
+def thin_parts(coverage: np.ndarray) -> np.ndarray:
+    """The densest pixels of each part of a coverage map that covers no pixel by half."""
+    parts, count = ndimage.label(coverage > MIN_PART_COVERAGE)
+    if count == 0:
+        return np.zeros(coverage.shape, bool)
+    peaks = np.asarray(ndimage.maximum(coverage, parts, np.arange(1, count + 1)))
+    peak_of_pixel = np.concatenate([[np.inf], peaks])[parts]  # background: never marked
+    return (peak_of_pixel <= 0.5) & (coverage >= 0.5 * peak_of_pixel)

@@ -329,3 +329,51 @@ def test_without_labelled_defects_the_batches_are_todays(tiny_preprocessed):
     assert data.labelled_count == 0 and data.labelled_types() == {}
     batch = next(iter(data.epoch(0)))
     assert len(batch) == 3  # (corrupted, clean, masks): the model's unlabelled path
+
+
+# thin defects -----------------------------------------------------------------------------------
+
+
+def _thin_line_mask(side: int, row: int) -> np.ndarray:
+    mask = np.zeros((side, side), np.float32)
+    mask[row, side // 8 : -side // 8] = 1.0  # a crack one pixel wide
+    return mask
+
+
+def test_a_thin_defect_keeps_a_line_in_its_training_target():
+    from models.preprocessing import resize_mask
+
+    spec = {"isize": 32, "resize": "squash", "tiles": [], "tiles_image": []}
+    thin = _thin_line_mask(160, 80)  # a fifth of a pixel wide at 32 px
+    assert not resize_mask(thin, spec).any()  # what the pixel metrics count: nothing
+    kept = resize_mask(thin, spec, keep_thin=True)
+    rows = np.flatnonzero(kept.any(axis=1))
+    assert 1 <= len(rows) <= 2 and abs(rows.mean() - 16) <= 1  # one line, where it lies
+    assert kept[rows[0]].sum() >= 20  # along the crack's length
+    # A defect wide enough is drawn as before, and a thin one beside it still kept.
+    both = thin.copy()
+    both[10:60, 10:60] = 1.0
+    blob = resize_mask(both, spec)
+    kept = resize_mask(both, spec, keep_thin=True)
+    np.testing.assert_array_equal(kept[:13], blob[:13])
+    assert not blob[14:].any() and kept[14:].any()
+
+
+def test_a_labelled_thin_crack_trains_the_head_on_its_line_and_test_masks_are_unchanged(
+    tmp_path, mlflow_uri
+):
+    root = _mvtec(tmp_path / "thin", n_train=8, defects={"crack": 3})
+    for i, image in enumerate(sorted((root / "test" / "crack").iterdir())):  # hairline masks
+        _png(image, 700 + i, side=160)
+        mask = root / "ground_truth" / "crack" / f"{image.stem}_mask.png"
+        Image.fromarray((_thin_line_mask(160, 80) * 255).astype(np.uint8)).save(mask)
+    _, prep = _preprocessed(tmp_path, root, "data.labelled_defects=1")
+    from pipeline.core import records
+
+    def defect_masks(split):
+        return [ex["mask"].numpy() for ex in records.read_split(prep, split) if ex["label"] == 1]
+
+    (labelled,) = defect_masks("train")
+    assert labelled.any() and labelled.sum() <= 2 * 32
+    tested = defect_masks("test")
+    assert len(tested) == 2 and not any(mask.any() for mask in tested)
