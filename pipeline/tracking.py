@@ -85,6 +85,11 @@ def ensure_experiment(config: Config) -> str:
     return _experiment_id(mlflow, config.experiment_name())
 
 
+def _sqlite_database(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for any other store."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 @contextlib.contextmanager
 def _local_store_lock() -> Iterator[None]:
     """Holds an exclusive lock on a local sqlite store (``mlflow.db.lock`` beside it).
@@ -93,11 +98,11 @@ def _local_store_lock() -> Iterator[None]:
     migrations, and all but one fail ("duplicate column name: step"); two could
     also both create the same experiment. A server store serialises these itself.
     """
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
+    database = _sqlite_database(tracking_uri())
+    if database is None:
         yield
         return
-    with open(f"{uri[len('sqlite:///') :]}.lock", "a") as handle:
+    with open(f"{database}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -117,9 +122,9 @@ def _created_experiment_id(mlflow, name: str) -> str:
         return experiment.experiment_id
     # A sqlite store keeps its artifacts beside the database file, not in the cwd.
     location = None
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+    database = _sqlite_database(tracking_uri())
+    if database is not None:
+        location = (database.parent / "artifacts").resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 

@@ -299,7 +299,8 @@ def test_commands_started_at_once_on_a_new_sqlite_store_all_succeed(tmp_path):
                          stderr=subprocess.PIPE, text=True)
         for _ in range(3)
     ]  # fmt: skip
-    done = [(process.wait(timeout=120), *process.communicate()) for process in started]
+    outputs = [process.communicate(timeout=120) for process in started]  # no full pipe
+    done = [(p.returncode, *out) for p, out in zip(started, outputs, strict=True)]
     assert [(rc, out) for rc, out, _ in done] == [(0, "synthetic-valve-seats\n")] * 3, done
     experiments = _client(uri).search_experiments()
     assert sorted(e.name for e in experiments) == ["Default", "synthetic-valve-seats"]
