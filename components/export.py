@@ -153,9 +153,9 @@ def model_card(
 
 
 def maps_size(config: Config, spec: dict) -> tuple[int, int]:
-    """``(H, W)`` of the served anomaly map: the defect head's size where the score reads it."""
+    """``(H, W)`` of the served anomaly map: a larger defect head's size, if any."""
     side = config.model.head_isize
-    if side and side != spec["isize"] and "head" in config.score.map_kinds:
+    if side and side != spec["isize"] and config.model.defect_head:
         return side, side
     return map_size(spec)
 

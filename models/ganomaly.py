@@ -253,7 +253,10 @@ class GANomaly(keras.Model):
         # generator is only run on it, never taught to reproduce it.
         repaired = ops.stop_gradient(float32_outputs(self.generator(defects, training=False))[0])
         logits = self.head(
-            [ops.concatenate([head_inputs, head_defects]), ops.concatenate([reconstruction, repaired])],
+            [
+                ops.concatenate([head_inputs, head_defects]),
+                ops.concatenate([reconstruction, repaired]),
+            ],
             training=training,
         )
         logits = ops.cast(logits, "float32")

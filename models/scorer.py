@@ -11,10 +11,10 @@ change therefore never touches the trained weights, and a new map kind never
 makes a weights file unloadable. Only the maps the kind needs are computed,
 and the discriminator (or the defect head) is kept only when the kind reads it.
 
-With a defect head at a larger ``head_isize`` (and a kind that reads it) the
-scorer takes pairs ``(images at isize, images at head_isize)``: the generator
-reads the first, the head the second, and every map is at ``head_isize`` (the
-generator's maps upsampled, bilinear).
+With a defect head at a larger ``head_isize`` the scorer takes pairs ``(images
+at isize, images at head_isize)``: the generator reads the first, the head the
+second, and every map is at ``head_isize`` (the generator's maps upsampled,
+bilinear), whatever the kind: the ground-truth masks are at that size.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ class Scorer(keras.layers.Layer):
         self.generator = model.generator
         self.discriminator = model.discriminator if "discriminator" in self.map_kinds else None
         self.head = model.head if "head" in self.map_kinds else None
-        # Whether the head reads images of its own size: the scorer then takes pairs.
-        self.head_sized = self.head is not None and model.head_isize != model.isize
+        # Whether the model's head reads images of its own size: the scorer then
+        # takes pairs, and maps at that size.
+        self.head_sized = model.head is not None and model.head_isize != model.isize
         self.head_isize = model.head_isize if self.head_sized else self.isize
         self.map_size = grid.size if grid else (self.head_isize, self.head_isize)
         if "head" in self.map_kinds and model.head is None:
@@ -93,17 +94,17 @@ class Scorer(keras.layers.Layer):
     def model_inputs(self, images) -> tuple:
         """``(images, head images)`` of what ``score`` takes, in float32.
 
-        A pair is ``(images at isize, images at head_isize)``; a scorer whose
-        maps are at ``isize`` reads the first of it only. The head images are None
-        when the scorer does not read them.
+        A pair is ``(images at isize, images at head_isize)``; a scorer that
+        does not read the head reads the first of it only. The head images are
+        None when the scorer does not read them.
 
         Raises:
-            ValueError: a scorer with a larger head given images of one size only.
+            ValueError: a scorer that reads a larger head given images of one size only.
         """
         head_images = None
         if isinstance(images, (tuple, list)):
             images, head_images = images
-        if not self.head_sized:
+        if not (self.head_sized and self.head is not None):
             return ops.cast(images, "float32"), None
         if head_images is None:
             raise ValueError(

@@ -52,9 +52,9 @@ def test_a_larger_head_reads_pairs_and_maps_at_its_size():
     assert scorer.score((images, head_images))["anomaly_map"].shape == (4, 64, 64)
     with pytest.raises(ValueError, match="reads images of 64 px"):
         scorer.score(images)
-    # A kind that does not read the head maps at isize, and takes either form.
+    # A kind that does not read the head maps at its size too (where the masks are).
     residual = Scorer(model, {"kind": "residual"})
-    assert residual.score((images, head_images))["anomaly_map"].shape == (4, 32, 32)
+    assert residual.score((images, head_images))["anomaly_map"].shape == (4, 64, 64)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,8 @@ def test_the_saved_model_maps_at_the_heads_size_as_the_scorer_did(large_head_run
     out = served.signatures["serving_bytes"](encoded=tf.constant(files))
     assert out["anomaly_map"].shape == (4, 64, 64)
     np.testing.assert_allclose(out["score"].numpy(), scores["score"], rtol=1e-4, atol=1e-4)
-    card = json.loads((run_path / "export" / "ganomaly" / "1" / "assets" / "ganomaly.json").read_text())
+    card_file = run_path / "export" / "ganomaly" / "1" / "assets" / "ganomaly.json"
+    card = json.loads(card_file.read_text())
     assert card["map_size"] == [64, 64] and card["head_isize"] == 64
     # The map itself: the scorer on the preprocessed records, the SavedModel on the files.
     config = records.with_resolved_spec(config, run_path / "preprocess")

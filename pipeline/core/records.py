@@ -91,9 +91,13 @@ def map_grid(info: dict) -> tuple[int, int]:
 
 
 def model_inputs(example: dict):
-    """What the model and the scorer take of a record: ``image``, or with a larger head
-    the pair ``(image, head_image)``."""
-    return (example["image"], example["head_image"]) if "head_image" in example else example["image"]
+    """What the model and the scorer take of a record: ``image``, or a pair.
+
+    The pair ``(image, head_image)`` where the defect head is larger than ``isize``.
+    """
+    if "head_image" in example:
+        return example["image"], example["head_image"]
+    return example["image"]
 
 
 def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
@@ -170,7 +174,7 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
 
 
 def normal_images(preprocess_dir: Path, split: str) -> tf.data.Dataset:
-    """The normal images of a split (unbatched; pairs with a larger head), with their known count."""
+    """The normal images of a split (unbatched; pairs with a larger head), and their count."""
     count = read_info(preprocess_dir)["splits"][split]["normal"]
     data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
     # A known length: Keras then counts steps instead of warning that data ran out.
