@@ -24,8 +24,7 @@ Writes ``artifacts/<run>/preprocess/``:
   resolved here: 3 when any training image is colour, 1 otherwise; with
   ``tiles`` an empty ``tiles_image`` becomes the training images' median
   size. The later stages read the resolved values from this spec.
-  ``head_isize`` (0: none) is ``model.head_isize``, or where that is 0, what labelled
-  defects turn on (``head_size``).
+  ``head_isize`` (0: none) is ``model.head_isize``.
 """
 
 from __future__ import annotations
@@ -52,9 +51,6 @@ SPLITS = ("train", "val", "test")
 DECODE_THREADS = 4
 INPUT_STATISTICS_CSV = "input_statistics.csv"
 INPUT_STATISTICS_JSON = input_stats.REFERENCE_FILE
-# Labelled defects without model.head_isize: the head at this many times isize,
-# where the training images are that large (README, Labelled defects).
-LABELLED_HEAD_SCALE = 2
 
 
 def _load(row, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -189,31 +185,13 @@ def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out:
     (out / INPUT_STATISTICS_JSON).write_text(json.dumps(reference, indent=1))
 
 
-def head_size(config: Config, manifest: pd.DataFrame) -> int:
-    """The defect head's image side to store images for; 0: the generator's.
-
-    ``model.head_isize`` where set; otherwise, with labelled defects in the
-    training split and training images larger than ``isize``,
-    ``LABELLED_HEAD_SCALE`` times ``isize``, no larger than the training images'
-    median shorter side (a multiple of 16; README, Labelled defects).
-    """
-    if config.model.head_isize:
-        return config.model.head_isize
-    isize, train = config.preprocess.isize, manifest[manifest["split"] == "train"]
-    if config.preprocess.tiles or not (train["label"] == 1).any():
-        return 0
-    shorter = float(np.minimum(train["height"], train["width"]).median())
-    side = min(LABELLED_HEAD_SCALE * isize, int(shorter) // 16 * 16)
-    return side if side > isize else 0
-
-
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = resolve(dataclasses.asdict(config.preprocess), manifest)
-    head_isize = head_size(config, manifest)
+    head_isize = config.model.head_isize
     if head_isize:
         print(f"[preprocess] the defect head's images at {head_isize} px", flush=True)
     splits, stats = {}, {}

@@ -17,7 +17,6 @@ from models.ganomaly import GANomaly
 from models.scorer import Scorer
 from pipeline import score_table
 from pipeline.cli import STAGES, run_stage
-from pipeline.core import records
 from tests.conftest import tiny_config
 
 HEAD = {"isize": 32, "channels": 1, "options": {"nz": 8, "ngf": 8, "ndf": 8, "defect_head": True}}
@@ -123,13 +122,10 @@ def test_training_chooses_the_epoch_on_the_heads_validation_loss(head_run):
 def test_the_train_stage_shows_each_synthetic_anomaly_and_its_mask(head_run):
     _, run_path = head_run
     picture = np.array(Image.open(run_path / "train" / "synthetic_anomalies.png"))
-    # As the head sees them: at its size (the labelled defects set it to twice isize).
-    side = records.map_grid(records.read_info(run_path / "preprocess"))[0]
-    assert side == 64
-    assert picture.shape == (3 * side, len(KINDS) * side)
-    masks = picture[2 * side :]
+    assert picture.shape == (3 * 32, len(KINDS) * 32)
+    masks = picture[64:]
     for k, kind in enumerate(KINDS):
-        assert masks[:, side * k : side * (k + 1)].max() > 127, kind
+        assert masks[:, 32 * k : 32 * (k + 1)].max() > 127, kind
 
 
 def test_the_saved_model_scores_with_the_head_as_evaluate_did(head_run):

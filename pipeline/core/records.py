@@ -104,9 +104,9 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     """``{"model.defect_head": True, ...}``: what labelled defects turn on in ``config``.
 
     Empty without labelled defects, when the config already reads the head, or
-    before preprocess has run (the stage that needs it says so). The head's size
-    is the one preprocess stored images for (``preprocess.json``'s ``head_isize``),
-    where the config leaves it at 0.
+    before preprocess has run (the stage that needs it says so). The head's size is
+    the one preprocess stored images for (``preprocess.json``'s ``head_isize``)
+    where the config leaves it at 0 (a run preprocessed with another config).
     """
     info_file = Path(preprocess_dir) / INFO_FILE
     if not info_file.is_file():
