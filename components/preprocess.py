@@ -187,13 +187,28 @@ def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out:
     (out / INPUT_STATISTICS_JSON).write_text(json.dumps(reference, indent=1))
 
 
+def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
+    """``model.head_isize`` where it applies, else 0: the generator's size.
+
+    It applies to a defect head (``model.defect_head``, or labelled defects in the
+    training split, which turn one on) reading whole images larger than
+    ``preprocess.isize``; not with ``preprocess.tiles``, which already read native
+    pixels. So a config may set it once (``configs/mvtec.yaml``) and a run trained
+    on normals alone stays as it was.
+    """
+    side, isize = config.model.head_isize, config.preprocess.isize
+    labelled = ((manifest["split"] == "train") & (manifest["label"] == 1)).any()
+    has_head = config.model.defect_head or bool(labelled)
+    return side if has_head and side > isize and not config.preprocess.tiles else 0
+
+
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = resolve(dataclasses.asdict(config.preprocess), manifest)
-    head_isize = config.model.head_isize
+    head_isize = larger_head_isize(config, manifest)
     if head_isize:
         print(f"[preprocess] the defect head's images at {head_isize} px", flush=True)
     splits, stats = {}, {}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from components import preprocess
 from models.ganomaly import GANomaly
 from models.networks import build_defect_head
 from models.scorer import Scorer
@@ -61,11 +62,26 @@ def test_a_larger_head_reads_pairs_and_maps_at_its_size():
     ("overrides", "message"),
     [
         (["model.head_isize=40"], "head_isize must be 0 or a multiple of 16.*got 40"),
-        (["model.head_isize=16"], "head_isize must be 0 or a multiple of 16.*got 16"),
-        (
-            ["preprocess.isize=64", "model.head_isize=48", "model.defect_head=true"],
-            "model.head_isize: 48 is not 0 or a multiple of 16 of at least preprocess.isize",
-        ),
+        (["model.head_isize=-16"], "head_isize must be 0 or a multiple of 16.*got -16"),
+    ],
+)
+def test_bad_head_sizes_are_refused_quoting_the_value(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config("train.synthetic_anomalies=0.5", *overrides)
+
+
+def _manifest(labelled: int) -> pd.DataFrame:
+    rows = [("train", 0)] * 3 + [("train", 1)] * labelled + [("test", 1)]
+    return pd.DataFrame(rows, columns=["split", "label"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "labelled", "expected"),
+    [
+        (["model.head_isize=64"], 0, 0),  # no head: the run trains on normals alone
+        (["model.head_isize=64"], 2, 64),  # labelled defects turn the head on
+        (["model.head_isize=64", "model.defect_head=true"], 0, 64),
+        (["model.head_isize=32", "model.defect_head=true"], 0, 0),  # not above isize
         (
             [
                 "model.head_isize=64",
@@ -73,14 +89,14 @@ def test_a_larger_head_reads_pairs_and_maps_at_its_size():
                 "preprocess.tiles=[24,0]",
                 "preprocess.tiles_image=[48,48]",
             ],
-            "model.head_isize: 64 does not go with preprocess.tiles",
+            0,
+            0,  # tiles already read native pixels
         ),
-        (["model.head_isize=64"], "model.head_isize: 64 is the defect head's size"),
     ],
 )
-def test_bad_head_sizes_are_refused_quoting_the_value(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        tiny_config("train.synthetic_anomalies=0.5", *overrides)
+def test_head_isize_applies_to_a_head_reading_larger_whole_images(overrides, labelled, expected):
+    config = tiny_config("train.synthetic_anomalies=0.5", *overrides)
+    assert preprocess.larger_head_isize(config, _manifest(labelled)) == expected
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +142,25 @@ def test_the_saved_model_maps_at_the_heads_size_as_the_scorer_did(large_head_run
     np.testing.assert_allclose(out["anomaly_map"].numpy(), expected, rtol=1e-3, atol=1e-3)
     metrics = json.loads((run_path / "evaluate" / "metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0
+
+
+def test_labelled_defects_are_transplanted_at_the_heads_size_onto_clean_hosts():
+    from components.train_data import _transplanted_pair
+
+    images, head_images = tf.zeros([4, 8, 8, 1]), tf.zeros([4, 16, 16, 1])
+    head_images = head_images + tf.reshape([-1.0, -0.5, 0.5, 1.0], [4, 1, 1, 1])
+    synthetic = tf.concat([tf.ones([3, 16, 16, 1]), tf.zeros([1, 16, 16, 1])], 0)
+    batch = ((images, head_images), images, synthetic)
+    mask = np.zeros([2, 16, 16, 1], np.float32)
+    mask[:, 4:8, 4:8] = 1.0
+    defects = (tf.fill([2, 8, 8, 1], 0.25), tf.fill([2, 16, 16, 1], 0.25))
+    labelled = (defects, tf.constant(mask), tf.constant([1.0, 0.0]))
+    (small, head), masks = _transplanted_pair(batch, labelled, 2, tf.constant([1, 2]))
+    # The masked defect lands on the one host without a synthetic anomaly (value 1.0)...
+    assert sorted(np.unique(head[0].numpy())) == [0.25, 1.0]
+    assert np.sum(masks[0].numpy()) == 16 and np.all(head[0].numpy()[masks[0] > 0] == 0.25)
+    # ...the generator's copy is the head's brought down; an image label is kept as given.
+    expected = tf.image.resize(head[:1], [8, 8], antialias=True)
+    np.testing.assert_allclose(small[:1].numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(head[1].numpy(), defects[1][1].numpy())
+    np.testing.assert_array_equal(small[1].numpy(), defects[0][1].numpy())

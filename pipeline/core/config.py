@@ -310,7 +310,6 @@ def _validate_tiles(p: PreprocessConfig) -> None:
 
 def _validate_defect_head(config: Config) -> None:
     head = config.model.defect_head
-    _validate_head_isize(config)
     if head and not config.train.synthetic_anomalies > 0:
         raise ConfigError(
             "model.defect_head: true learns from synthetic anomalies; set "
@@ -319,27 +318,6 @@ def _validate_defect_head(config: Config) -> None:
     if "head" in config.score.map_kinds and not head:
         raise ConfigError(
             f"score.kind: {config.score.kind!r} reads the defect head; set model.defect_head: true"
-        )
-
-
-def _validate_head_isize(config: Config) -> None:
-    side, isize = config.model.head_isize, config.preprocess.isize
-    if not side:
-        return
-    if side % 16 or side < isize:
-        raise ConfigError(
-            f"model.head_isize: {side!r} is not 0 or a multiple of 16 of at least "
-            f"preprocess.isize ({isize})"
-        )
-    if config.preprocess.tiles:
-        raise ConfigError(
-            f"model.head_isize: {side} does not go with preprocess.tiles "
-            f"{config.preprocess.tiles!r}, which already give the head every pixel; set it to 0"
-        )
-    if not config.model.defect_head and not config.data.labelled_defects:
-        raise ConfigError(
-            f"model.head_isize: {side} is the defect head's size; set model.defect_head: "
-            "true (or data.labelled_defects, which turns it on)"
         )
 
 

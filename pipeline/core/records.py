@@ -104,17 +104,13 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     """``{"model.defect_head": True, ...}``: what labelled defects turn on in ``config``.
 
     Empty without labelled defects, when the config already reads the head, or
-    before preprocess has run (the stage that needs it says so). The head's size is
-    the one preprocess stored images for (``preprocess.json``'s ``head_isize``)
-    where the config leaves it at 0 (a run preprocessed with another config).
+    before preprocess has run (the stage that needs it says so).
     """
     info_file = Path(preprocess_dir) / INFO_FILE
     if not info_file.is_file():
         return {}
     info = read_info(preprocess_dir)
     changes: dict[str, object] = {}
-    if head_isize(info) and not config.model.head_isize:
-        changes["model.head_isize"] = head_isize(info)
     if not info["splits"]["train"].get("abnormal"):
         return changes
     if not config.model.defect_head:
@@ -129,10 +125,14 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
 def with_resolved_spec(config, preprocess_dir: Path):
     """``config`` as the stages after preprocess run it.
 
-    With what preprocess resolved (``channels: auto``, an empty ``tiles_image``) and
-    what labelled defects turn on (``labelled_settings``).
+    With what preprocess resolved (``channels: auto``, an empty ``tiles_image``, the
+    head's size it stored images for: ``model.head_isize``, 0 where it does not
+    apply) and what labelled defects turn on (``labelled_settings``).
     """
     p = config.preprocess
+    if (Path(preprocess_dir) / INFO_FILE).is_file():
+        model = dataclasses.replace(config.model, head_isize=head_isize(read_info(preprocess_dir)))
+        config = dataclasses.replace(config, model=model)
     unresolved = {
         "channels": p.channels == "auto",
         "tiles_image": bool(p.tiles) and not p.tiles_image,
