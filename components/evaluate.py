@@ -46,7 +46,7 @@ from components import evaluation_report, localize
 from pipeline.core import modeling
 from pipeline.core.config import Config
 from pipeline.core.errors import DataError, PipelineError
-from pipeline.core.records import read_split
+from pipeline.core.records import model_inputs, read_split
 
 BATCH_SIZE = 64
 
@@ -77,7 +77,7 @@ def score_records(
     """
     columns: dict[str, list] = {key: [] for key in (*outputs, *fields)}
     for batch in examples.batch(BATCH_SIZE):
-        out = scorer.score(batch["image"])
+        out = scorer.score(model_inputs(batch))
         for key in outputs:
             columns[key].append(ops.convert_to_numpy(out[key]))
         for key in fields:
@@ -200,7 +200,7 @@ class Evaluation:
 def evaluate_scorer(scorer, config: Config, preprocess_dir: Path) -> Evaluation:
     """Calibrates on validation normals, thresholds on validation, scores test."""
     val_normals = read_split(preprocess_dir, "val").filter(lambda ex: ex["label"] == 0)
-    statistics = scorer.calibrate(val_normals.map(lambda ex: ex["image"]).batch(BATCH_SIZE))
+    statistics = scorer.calibrate(val_normals.map(model_inputs).batch(BATCH_SIZE))
     val = score_split(scorer, preprocess_dir, "val")
     threshold, origin = choose_threshold(config, val)
     test = score_split(scorer, preprocess_dir, "test")

@@ -132,7 +132,8 @@ def model_card(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "isize": spec["isize"],
         "channels": spec["channels"],
-        "map_size": list(map_size(spec)),
+        "map_size": list(maps_size(config, spec)),
+        "head_isize": config.model.head_isize,
         "preprocess": spec,
         "score": scoring["score"],
         "threshold": scoring["threshold"],
@@ -149,6 +150,14 @@ def model_card(
         "validation_scores": scoring.get("validation_scores"),
         "labelled_defects": labelled_defects,
     }
+
+
+def maps_size(config: Config, spec: dict) -> tuple[int, int]:
+    """``(H, W)`` of the served anomaly map: a larger defect head's size, if any."""
+    side = config.model.head_isize
+    if side and side != spec["isize"] and config.model.defect_head:
+        return side, side
+    return map_size(spec)
 
 
 def input_reference(preprocess_dir: Path) -> dict | None:

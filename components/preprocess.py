@@ -10,7 +10,9 @@ Writes ``artifacts/<run>/preprocess/``:
   size), its ROI mask, its ground-truth mask on the same grid (zeros without
   one), label, defect type and source path
   (``pipeline/core/records.py``); at most ``preprocess.shard_images`` images
-  per shard.
+  per shard. With a defect head at a larger ``head_isize`` also the image at
+  that size, by the same function with ``isize: head_isize``, and the ROI and
+  ground-truth masks at that size (the anomaly maps' grid).
 - ``preprocess.json``: the preprocessing spec (what the SavedModel replays)
   and the shards and counts of each split.
 - ``input_statistics.csv``: per image its input statistics (brightness,
@@ -22,6 +24,7 @@ Writes ``artifacts/<run>/preprocess/``:
   resolved here: 3 when any training image is colour, 1 otherwise; with
   ``tiles`` an empty ``tiles_image`` becomes the training images' median
   size. The later stages read the resolved values from this spec.
+  ``head_isize`` (0: none) is ``model.head_isize``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import tensorflow as tf
 
 from components.image_files import load_image
 from models import input_stats
-from models.preprocessing import resize_mask
+from models.preprocessing import preprocess, resize_mask
 from models.tiling import TileGrid, map_size
 from pipeline.core import records
 from pipeline.core.config import Config
@@ -74,14 +77,18 @@ def _bounded_map(pool, fn, items, ahead: int = 2 * DECODE_THREADS):
         yield pending.popleft().result()
 
 
-def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple[list, np.ndarray]:
-    """Preprocesses one split in manifest order.
+def _write_split(
+    rows: pd.DataFrame, split: str, spec: dict, out: Path, head_isize: int = 0
+) -> tuple[list, np.ndarray]:
+    """Preprocesses one split in manifest order (and at ``head_isize``, when not 0).
 
     Returns:
         Its shard file names and its images' input statistics ``[N, S]``.
     """
     shard_size = spec["shard_images"]
     run_one = tf.function(lambda x: input_stats.measure(x, spec), reduce_retracing=True)
+    head_spec = {**spec, "isize": head_isize}
+    run_head = tf.function(lambda x: preprocess(x, head_spec), reduce_retracing=True)
     shards, writer, stats = [], None, []
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         loaded = _bounded_map(pool, lambda r: _load(r, spec["channels"]), rows.itertuples())
@@ -94,15 +101,23 @@ def _write_split(rows: pd.DataFrame, split: str, spec: dict, out: Path) -> tuple
                 writer = tf.io.TFRecordWriter(str(out / shards[-1]))
             model_input, roi, measured = run_one(tf.constant(image[None]))
             stats.append(measured[0].numpy())
+            grid_spec, head_image = spec, None
+            if head_isize:  # the head's image; the ROI and mask on its grid
+                grid_spec = head_spec
+                head_input, roi = run_head(tf.constant(image[None]))
+                head_image = head_input[0].numpy()
             if mask is None:
-                small_mask = np.zeros(map_size(spec), np.uint8)
+                small_mask = np.zeros(map_size(grid_spec), np.uint8)
             else:
                 # A labelled defect's target keeps thin defects; test masks do not
                 # change what the pixel metrics have always counted.
-                small_mask = resize_mask(mask, spec, keep_thin=split == "train")
+                small_mask = resize_mask(mask, grid_spec, keep_thin=split == "train")
             image = model_input[0].numpy()
             meta = (row.label, row.defect_type, row.path, mask is not None)
-            writer.write(records.encode(image, roi[0, ..., 0].numpy(), small_mask, *meta))
+            encoded = records.encode(
+                image, roi[0, ..., 0].numpy(), small_mask, *meta, head_image=head_image
+            )
+            writer.write(encoded)
     if writer:
         writer.close()
     width = len(input_stats.statistic_names(spec))
@@ -172,16 +187,34 @@ def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out:
     (out / INPUT_STATISTICS_JSON).write_text(json.dumps(reference, indent=1))
 
 
+def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
+    """``model.head_isize`` where it applies, else 0: the generator's size.
+
+    It applies to a defect head (``model.defect_head``, or labelled defects in the
+    training split, which turn one on) reading whole images larger than
+    ``preprocess.isize``; not with ``preprocess.tiles``, which already read native
+    pixels. So a config may set it once (``configs/mvtec.yaml``) and a run trained
+    on normals alone stays as it was.
+    """
+    side, isize = config.model.head_isize, config.preprocess.isize
+    labelled = ((manifest["split"] == "train") & (manifest["label"] == 1)).any()
+    has_head = config.model.defect_head or bool(labelled)
+    return side if has_head and side > isize and not config.preprocess.tiles else 0
+
+
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     """Preprocesses every split of the ingest manifest into TFRecord shards in ``out``."""
     import mlflow  # noqa: PLC0415
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = resolve(dataclasses.asdict(config.preprocess), manifest)
+    head_isize = larger_head_isize(config, manifest)
+    if head_isize:
+        print(f"[preprocess] the defect head's images at {head_isize} px", flush=True)
     splits, stats = {}, {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
-        shards, stats[split] = _write_split(rows, split, spec, out)
+        shards, stats[split] = _write_split(rows, split, spec, out, head_isize)
         splits[split] = {
             "count": len(rows),
             "normal": int((rows["label"] == 0).sum()),
@@ -190,7 +223,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
             "shards": shards,
         }
         print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)
-    info = {"spec": spec, "splits": splits}
+    info = {"spec": spec, **({"head_isize": head_isize} if head_isize else {}), "splits": splits}
     (out / records.INFO_FILE).write_text(json.dumps(info, indent=2))
     write_input_statistics(manifest, stats, spec, out)
     for name in (records.INFO_FILE, INPUT_STATISTICS_CSV, INPUT_STATISTICS_JSON):

@@ -14,6 +14,10 @@ batch also carries ``labelled_batch_size`` of them (drawn again and again,
 flipped, moved onto the batch's normals where they have a mask, seeded by the
 epoch): ``(corrupted, clean, masks, defects,
 defect_masks, has_mask)``; the defect head learns from them, the generator never.
+With a defect head at a larger ``head_isize`` every image is a pair ``(at isize, at
+head_isize)``: the synthetic anomalies are pasted at the head's size and their
+change, brought down to ``isize``, onto the generator's image; masks are at the
+head's size.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def cache_in_memory(info: dict, split: str, mode: str) -> bool:
         return mode == "memory"
     spec, grid = info["spec"], TileGrid.of(info["spec"])
     pixels = grid.count * spec["isize"] ** 2 if grid else spec["isize"] ** 2
+    pixels += records.head_isize(info) ** 2
     size = info["splits"][split]["normal"] * pixels * spec["channels"] * 4
     return size <= CACHE_AUTO_MAX_BYTES
 
@@ -64,13 +69,19 @@ def normal_tiles(preprocess_dir: Path, split: str) -> tuple[tf.data.Dataset, int
     return tiles.apply(tf.data.experimental.assert_cardinality(count)), count
 
 
+def _flip_one(image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    # A stateless flip of one image decides by its seed alone, whatever the
+    # image's size: the two images of a pair turn together.
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    return tf.image.stateless_random_flip_up_down(image, seeds[1])
+
+
 def _flip(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     """Random flips, stateless: seeded by the epoch's seed and the image's position."""
 
     def flip(index, image):
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
-        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-        return tf.image.stateless_random_flip_up_down(image, seeds[1])
+        return tf.nest.map_structure(lambda one: _flip_one(one, seeds), image)
 
     return images.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -80,14 +91,33 @@ VAL_ANOMALY_SEED = 20181202
 
 
 def _with_synthetic_anomalies(batches: tf.data.Dataset, share: float, seed: int):
-    """Batches become ``(corrupted, clean, masks)``: repair and defect-head training."""
+    """Batches become ``(corrupted, clean, masks)``: repair and defect-head training.
+
+    With a larger head (batches of pairs): ``((corrupted, head corrupted), clean,
+    masks at the head's size)``.
+    """
 
     def corrupted(images, pair):
+        if isinstance(images, tuple):
+            return _corrupted_pair(*images, share, pair)
         inputs, masks = corrupt(images, share, pair)
         return inputs, images, masks
 
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     return tf.data.Dataset.zip(batches, seeds).map(corrupted, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _corrupted_pair(images, head_images, share: float, seed):
+    """``_with_synthetic_anomalies`` of a batch of pairs.
+
+    The anomaly is drawn at the head's size; the generator's image gets its change
+    (corrupted minus clean) brought down to ``isize``, so a normal keeps exactly the
+    image the generator sees at inference.
+    """
+    head_inputs, masks = corrupt(head_images, share, seed)
+    change = tf.image.resize(head_inputs - head_images, tf.shape(images)[1:3], antialias=True)
+    inputs = tf.clip_by_value(images + change, -1.0, 1.0)
+    return (inputs, head_inputs), images, masks
 
 
 def labelled_batch_size(batch_size: int, replicas: int) -> int:
@@ -129,12 +159,34 @@ def _flip_labelled(defects: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     def flip(index, example):
         image, mask, has_mask = example
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
+        if isinstance(image, tuple):  # (at isize, at the head's size, where the mask is)
+            return tuple(_flip_one(one, seeds) for one in image), _flip_one(mask, seeds), has_mask
         both = tf.concat([image, mask], -1)
         both = tf.image.stateless_random_flip_left_right(both, seeds[0])
         both = tf.image.stateless_random_flip_up_down(both, seeds[1])
         return both[..., :-1], both[..., -1:], has_mask
 
     return defects.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _transplanted_pair(batch, labelled, size: int, seed):
+    """``transplant`` where images are pairs ``(at isize, at head_isize)``.
+
+    Hosts are the batch's head-sized images without a synthetic anomaly (the
+    batch carries its clean images at ``isize`` only); the generator's copy of a
+    transplanted defect is the head's, brought down to ``isize``.
+    """
+    (_, head_inputs), _, synthetic_masks = batch[:3]
+    (defects, head_defects), masks, has_mask = labelled
+    clean_first = tf.argsort(
+        tf.cast(tf.reduce_max(synthetic_masks, [1, 2, 3]) > 0, tf.int32), stable=True
+    )
+    picked = tf.gather(clean_first, tf.range(size) % tf.shape(clean_first)[0])
+    hosts = tf.gather(head_inputs, picked)
+    head_defects, pasted_masks = transplant(hosts, head_defects, masks, has_mask, seed)
+    small = tf.image.resize(head_defects, tf.shape(defects)[1:3], antialias=True)
+    keep = tf.reshape(tf.cast(has_mask, tf.bool), [-1, 1, 1, 1])
+    return (tf.where(keep, small, defects), head_defects), pasted_masks
 
 
 def _with_labelled(batches, defects, size: int, seed: int):
@@ -153,6 +205,9 @@ def _with_labelled(batches, defects, size: int, seed: int):
         if not isinstance(batch, tuple):  # normals without synthetic anomalies
             batch = (batch, batch, tf.zeros_like(batch[..., :1]))
         images, masks, has_mask = labelled
+        if isinstance(images, tuple):  # a larger head: transplanted at its size
+            images, masks = _transplanted_pair(batch, labelled, size, pair)
+            return (*batch, images, masks, has_mask)
         clean = batch[1]
         hosts = tf.gather(clean, tf.range(size) % tf.shape(clean)[0])
         images, masks = transplant(hosts, images, masks, has_mask, pair)
@@ -189,7 +244,8 @@ class TrainingData:
         if cache_in_memory(info, "val", self.options.cache):
             val = val.cache()
         self.val = val.batch(self.options.batch_size)
-        if config.model.defect_head:
+        self.head_sized = bool(records.head_isize(info))
+        if config.model.defect_head or self.head_sized:
             # The head's validation loss: the same synthetic anomalies every epoch.
             share = self.options.synthetic_anomalies
             self.val = _with_synthetic_anomalies(self.val, share, VAL_ANOMALY_SEED)
@@ -209,6 +265,8 @@ class TrainingData:
     def gallery(self) -> np.ndarray:
         """``uint8 [H, W, C]``: each synthetic anomaly kind on the first training images."""
         images = next(iter(self._train.batch(len(KINDS))))
+        if isinstance(images, tuple):  # as the head sees them
+            images = images[1]
         return gallery(images, tf.constant([self.options.seed, 0], tf.int64)).numpy()
 
     def epoch(self, epoch: int, skip: int = 0) -> tf.data.Dataset:
@@ -218,7 +276,7 @@ class TrainingData:
         if options.augment:
             images = _flip(images, seed)
         batches = images.batch(options.batch_size, drop_remainder=self.drop_remainder)
-        if options.synthetic_anomalies > 0:
+        if options.synthetic_anomalies > 0 or self.head_sized:
             batches = _with_synthetic_anomalies(batches, options.synthetic_anomalies, seed)
         if self.labelled_count:
             batches = _with_labelled(batches, self.defects, self.labelled_batch, seed)

@@ -14,7 +14,10 @@ synthetic anomalies of ``models.anomalies`` (as DRAEM's discriminative network
 does), reading the image and its reconstruction; and, where the user has some,
 from labelled real defects (per pixel where a mask marks them, by their top
 pixels where only the image label is known). The generator learns from normal
-images only, whatever the head sees.
+images only, whatever the head sees. With ``options.head_isize`` above ``isize``
+the head reads the image at that larger size (stored beside the generator's by
+preprocess) and the reconstruction upsampled to it: thin and small defects keep
+their pixels.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class GANomaly(keras.Model):
         channels: 1 (grayscale) or 3 (RGB).
         options: the networks' sizes, a ``ModelOptions`` or its dict
             (``nz``, ``ngf``, ``ndf``, ``extra_layers``, ``skip_connections``,
-            ``defect_head``, ``head_filters``).
+            ``defect_head``, ``head_filters``, ``head_isize``).
         seed: seeds the discriminator's re-initialisation.
     """
 
@@ -76,13 +79,24 @@ class GANomaly(keras.Model):
         self.options.check()
         self.isize, self.channels, self.seed = isize, channels, seed
         o = self.options
+        self.head_isize = o.head_isize or isize
+        if self.head_isize < isize:
+            raise ValueError(
+                f"head_isize must be 0 or at least isize ({isize}), got {o.head_isize!r}"
+            )
         self.generator = build_generator(
             isize, channels, o.nz, o.ngf, o.extra_layers, skip_connections=o.skip_connections
         )
         self.discriminator = build_discriminator(
             isize, channels, o.ndf, o.extra_layers, batch_norm_momentum=D_BN_MOMENTUM
         )
-        self.head = build_defect_head(isize, channels, o.head_filters) if o.defect_head else None
+        self.head = None
+        if o.defect_head and self.head_isize == isize:
+            self.head = build_defect_head(isize, channels, o.head_filters)
+        elif o.defect_head:
+            self.head = build_defect_head(
+                self.head_isize, channels, o.head_filters, reconstruction_size=isize
+            )
         self._reinit_seed = keras.random.SeedGenerator(seed)
         names = ["g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"]
         if self.head is not None:
@@ -184,40 +198,69 @@ class GANomaly(keras.Model):
             "d_loss": losses.discriminator_loss(real_logits, fake_logits),
         }
 
-    @staticmethod
-    def _unpack(data):
+    @property
+    def head_sized(self) -> bool:
+        """Whether the head reads images of its own, larger size (``head_isize``)."""
+        return self.head is not None and self.head_isize != self.isize
+
+    def head_images(self, images):
+        """``images`` at ``isize`` upsampled to ``head_isize`` (bilinear): a stand-in only.
+
+        The pipeline feeds the head its own preprocessed images; this serves a
+        caller that has only the generator's.
+        """
+        size = (self.head_isize, self.head_isize)
+        return ops.image.resize(ops.cast(images, "float32"), size, interpolation="bilinear")
+
+    def _unpack(self, data):
         """``images``, ``(inputs, targets)``, ``(inputs, targets, masks)``, or labelled too.
 
-        The labelled form adds ``(defects, defect_masks, has_mask)``.
+        The labelled form adds ``(defects, defect_masks, has_mask)``. Returns
+        ``(inputs, head_inputs, targets, masks, labelled)``.
 
         Inputs may carry synthetic anomalies, whose ``masks [B, H, W, 1]`` train the
         defect head; without masks the inputs are taken as free of defects. Labelled
         defects ``[K, H, W, C]`` train the head alone: their masks ``[K, H, W, 1]``
-        where ``has_mask [K]`` is 1, their image label where it is 0.
+        where ``has_mask [K]`` is 1, their image label where it is 0. With a
+        larger ``head_isize``, ``inputs`` and ``defects`` are pairs ``(at isize, at
+        head_isize)`` and the masks are at ``head_isize``.
         """
         if not isinstance(data, (tuple, list)):
             data = (data,)
-        inputs = data[0]
+        inputs, head_inputs = self._pair(data[0])
         targets = data[1] if len(data) > 1 else inputs
-        masks = data[2] if len(data) > 2 else ops.zeros_like(inputs[..., :1])
-        labelled = tuple(data[3:6]) if len(data) > 3 else None
-        return inputs, targets, masks, labelled
+        masks = data[2] if len(data) > 2 else ops.zeros_like(head_inputs[..., :1])
+        labelled = None
+        if len(data) > 3:
+            defects, head_defects = self._pair(data[3])
+            labelled = (defects, head_defects, data[4], data[5])
+        return inputs, head_inputs, targets, masks, labelled
 
-    def _head_loss(self, inputs, reconstruction, masks, training: bool, labelled=None):
+    def _pair(self, images):
+        """``(images at isize, images at the head's size)`` of a pair or of one tensor."""
+        if isinstance(images, (tuple, list)):
+            return images[0], images[1]
+        return images, self.head_images(images) if self.head_sized else images
+
+    def _head_loss(self, head_inputs, reconstruction, masks, training: bool, labelled=None):
+        """The head's loss; it reads ``head_inputs`` beside the (isize) ``reconstruction``."""
         if labelled is None:
-            logits = ops.cast(self.head([inputs, reconstruction], training=training), "float32")
+            logits = self.head([head_inputs, reconstruction], training=training)
             target = ops.cast(masks[..., 0] >= HEAD_TARGET_LEVEL, "float32")
-            return losses.segmentation_loss(target, logits)
-        defects, defect_masks, has_mask = labelled
+            return losses.segmentation_loss(target, ops.cast(logits, "float32"))
+        defects, head_defects, defect_masks, has_mask = labelled
         # The head reads a defect's reconstruction as it will at inference; the
         # generator is only run on it, never taught to reproduce it.
         repaired = ops.stop_gradient(float32_outputs(self.generator(defects, training=False))[0])
         logits = self.head(
-            [ops.concatenate([inputs, defects]), ops.concatenate([reconstruction, repaired])],
+            [
+                ops.concatenate([head_inputs, head_defects]),
+                ops.concatenate([reconstruction, repaired]),
+            ],
             training=training,
         )
         logits = ops.cast(logits, "float32")
-        count = ops.shape(inputs)[0]
+        count = ops.shape(head_inputs)[0]
         target = ops.cast(masks[..., 0] >= HEAD_TARGET_LEVEL, "float32")
         defect_target = ops.cast(defect_masks[..., 0] >= 0.5, "float32")
         has_mask = ops.cast(has_mask, "float32")
@@ -230,7 +273,7 @@ class GANomaly(keras.Model):
         )
 
     def train_step(self, data):
-        inputs, images, masks, labelled = self._unpack(data)
+        inputs, head_inputs, images, masks, labelled = self._unpack(data)
         # Under a tf.distribute strategy the optimizers sum the replicas' gradients:
         # each replica's mean loss is divided by their number (the global batch's mean).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -260,7 +303,7 @@ class GANomaly(keras.Model):
         if self.head is not None:
             with tf.GradientTape() as h_tape:
                 g["head_loss"] = self._head_loss(
-                    inputs, reconstruction, masks, training=True, labelled=labelled
+                    head_inputs, reconstruction, masks, training=True, labelled=labelled
                 )
                 h_scaled = self.h_optimizer.scale_loss(g["head_loss"] / replicas)
             h_weights = self.head.trainable_weights
@@ -302,11 +345,12 @@ class GANomaly(keras.Model):
         return {**g, "d_loss": d_loss}
 
     def _inference_losses(self, data):
-        inputs, images, masks, _ = self._unpack(data)
+        inputs, head_inputs, images, masks, _ = self._unpack(data)
         g = self._generator_losses(inputs, images, training=False)
         d_loss = g.pop("d_loss")
         if self.head is not None:
-            g["head_loss"] = self._head_loss(inputs, g["reconstruction"], masks, training=False)
+            reconstruction = g["reconstruction"]
+            g["head_loss"] = self._head_loss(head_inputs, reconstruction, masks, training=False)
         return g, d_loss
 
     def test_step(self, data):

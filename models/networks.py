@@ -220,18 +220,37 @@ def _head_block(x, filters: int):
     return x
 
 
-def build_defect_head(isize: int, channels: int, filters: int = 16, levels: int = 3) -> keras.Model:
+def build_defect_head(
+    isize: int,
+    channels: int,
+    filters: int = 16,
+    levels: int = 3,
+    reconstruction_size: int | None = None,
+) -> keras.Model:
     """(image, reconstruction) -> per-pixel defect logit ``[B, isize, isize]``: a small U-Net.
 
     It reads the image, its reconstruction and their difference (as DRAEM's
     discriminative network reads image and reconstruction), so it can learn which
     differences are defects and which are the generator's usual blur.
+
+    Args:
+        isize: the head's image side (``model.head_isize``, or the generator's).
+        channels: image channels.
+        filters: the first level's width, doubled at each level.
+        levels: poolings of the U-Net.
+        reconstruction_size: the side of the reconstruction it is given when the
+            generator runs at a smaller size than the head: the head upsamples it
+            (bilinear) to ``isize``. None or ``isize``: the same size as the image.
     """
     _check_isize(isize)
     image = keras.Input((isize, isize, channels))
-    reconstruction = keras.Input((isize, isize, channels))
-    difference = layers.Subtract()([image, reconstruction])
-    x = layers.Concatenate()([image, reconstruction, difference])
+    size = reconstruction_size or isize
+    reconstruction = keras.Input((size, size, channels))
+    resized = reconstruction
+    if size != isize:
+        resized = layers.Resizing(isize, isize, interpolation="bilinear")(reconstruction)
+    difference = layers.Subtract()([image, resized])
+    x = layers.Concatenate()([image, resized, difference])
     skips = []
     for level in range(levels):
         x = _head_block(x, filters * 2**level)

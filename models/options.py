@@ -51,6 +51,9 @@ class ModelOptions:
     skip_connections: bool = False  # U-Net skips encoder1 -> decoder (Skip-GANomaly)
     defect_head: bool = False  # a U-Net learns defects from synthetic anomalies (score.kind head)
     head_filters: int = 16  # the defect head's first width (doubled at each of 3 levels)
+    # The defect head's image side; 0: the generator's (preprocess.isize). Larger, the
+    # head reads a sharper image (thin, small defects) beside the upsampled reconstruction.
+    head_isize: int = 0
 
     def check(self) -> None:
         """Raises ValueError, quoting the bad value, for options no network can have."""
@@ -59,6 +62,10 @@ class ModelOptions:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.extra_layers < 0:
             raise ValueError(f"extra_layers must be >= 0, got {self.extra_layers!r}")
+        if self.head_isize and (self.head_isize < 32 or self.head_isize % 16):
+            raise ValueError(
+                f"head_isize must be 0 or a multiple of 16 of at least 32, got {self.head_isize!r}"
+            )
 
 
 @dataclass

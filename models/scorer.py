@@ -10,6 +10,11 @@ statistics of the validation normals for the one score kind in use. A score
 change therefore never touches the trained weights, and a new map kind never
 makes a weights file unloadable. Only the maps the kind needs are computed,
 and the discriminator (or the defect head) is kept only when the kind reads it.
+
+With a defect head at a larger ``head_isize`` the scorer takes pairs ``(images
+at isize, images at head_isize)``: the generator reads the first, the head the
+second, and every map is at ``head_isize`` (the generator's maps upsampled,
+bilinear), whatever the kind: the ground-truth masks are at that size.
 """
 
 from __future__ import annotations
@@ -55,11 +60,15 @@ class Scorer(keras.layers.Layer):
         self.options.check()
         self.isize = model.isize
         self.grid = grid
-        self.map_size = grid.size if grid else (self.isize, self.isize)
         self.map_kinds = self.options.map_kinds
         self.generator = model.generator
         self.discriminator = model.discriminator if "discriminator" in self.map_kinds else None
         self.head = model.head if "head" in self.map_kinds else None
+        # Whether the model's head reads images of its own size: the scorer then
+        # takes pairs, and maps at that size.
+        self.head_sized = model.head is not None and model.head_isize != model.isize
+        self.head_isize = model.head_isize if self.head_sized else self.isize
+        self.map_size = grid.size if grid else (self.head_isize, self.head_isize)
         if "head" in self.map_kinds and model.head is None:
             raise ValueError(
                 f"score kind {self.options.kind!r} needs a model trained with a defect head "
@@ -82,15 +91,37 @@ class Scorer(keras.layers.Layer):
         )
         self.built = True
 
+    def model_inputs(self, images) -> tuple:
+        """``(images, head images)`` of what ``score`` takes, in float32.
+
+        A pair is ``(images at isize, images at head_isize)``; a scorer that
+        does not read the head reads the first of it only. The head images are
+        None when the scorer does not read them.
+
+        Raises:
+            ValueError: a scorer that reads a larger head given images of one size only.
+        """
+        head_images = None
+        if isinstance(images, (tuple, list)):
+            images, head_images = images
+        if not (self.head_sized and self.head is not None):
+            return ops.cast(images, "float32"), None
+        if head_images is None:
+            raise ValueError(
+                f"this scorer's defect head reads images of {self.head_isize} px "
+                "(model.head_isize): give it pairs (images, head_images)"
+            )
+        return ops.cast(images, "float32"), ops.cast(head_images, "float32")
+
     def raw_scores(self, images) -> dict:
         """Unscaled latent distance and the kind's maps, in inference mode.
 
         With tiles: each tile's maps and reconstruction stitched back into the
         image's, and the image's latent distance the largest of its tiles'.
         """
-        images = ops.cast(images, "float32")
+        images, head_images = self.model_inputs(images)
         if self.grid is None:
-            return self._raw_scores(images)
+            return self._raw_scores(images, head_images)
         raw = self._raw_scores(self.grid.cut(images))
         latent = ops.reshape(raw.pop("latent"), (-1, self.grid.count))
         stitched = {"latent": ops.max(latent, axis=1)}
@@ -99,8 +130,8 @@ class Scorer(keras.layers.Layer):
             stitched[name] = self.grid.stitch(tile_maps[..., None])[..., 0]
         return stitched
 
-    def _raw_scores(self, images) -> dict:
-        """``raw_scores`` of ``[B, isize, isize, C]`` model inputs."""
+    def _raw_scores(self, images, head_images=None) -> dict:
+        """``raw_scores`` of ``[B, isize, isize, C]`` model inputs (and the head's)."""
         sigma = self.options.smoothing_sigma
         reconstruction, latent_i, latent_o = float32_outputs(self.generator(images, training=False))
         raw = {
@@ -119,10 +150,20 @@ class Scorer(keras.layers.Layer):
             raw["discriminator"] = scoring.feature_map(
                 image_features, reconstruction_features, self.isize, sigma
             )
+        if self.head_sized:  # the generator's maps on the head's grid
+            for name in ("residual", "ssim", "discriminator"):
+                if name in raw:
+                    raw[name] = self._to_head_size(raw[name])
         if self.head is not None:
-            logits = ops.cast(self.head([images, reconstruction], training=False), "float32")
+            head_input = images if head_images is None else head_images
+            logits = ops.cast(self.head([head_input, reconstruction], training=False), "float32")
             raw["head"] = scoring.head_map(logits, sigma)
         return raw
+
+    def _to_head_size(self, maps):
+        """``[B, isize, isize]`` -> ``[B, head_isize, head_isize]``, bilinear."""
+        size = (self.head_isize, self.head_isize)
+        return ops.image.resize(maps[..., None], size, interpolation="bilinear")[..., 0]
 
     def _standardized(self, raw: dict) -> dict:
         maps = {
@@ -141,12 +182,14 @@ class Scorer(keras.layers.Layer):
 
         Args:
             images: ``[B, H, W, C]`` preprocessed to [-1, 1]; ``(H, W)`` is
-                ``map_size`` (``isize`` square without tiles).
+                ``map_size`` (``isize`` square without tiles). With a larger
+                head: the pair ``(images at isize, images at head_isize)``.
 
         Returns:
             ``score [B]``, ``anomaly_map [B, H, W]``, ``latent [B]``,
-            ``map_score [B]`` and ``reconstruction``; scores and maps are in
-            units of the validation normals' standard deviation.
+            ``map_score [B]`` and ``reconstruction`` (at ``isize``); scores and
+            maps are in units of the validation normals' standard deviation;
+            maps are ``map_size``.
         """
         raw = self.raw_scores(images)
         parts = self._standardized(raw)
@@ -181,12 +224,14 @@ class Scorer(keras.layers.Layer):
 
         Args:
             normal_images: an iterable of ``[B, H, W, C]`` batches of
-                normal images that the model was not trained on.
+                normal images that the model was not trained on (or of
+                ``(images, labels)``; with a larger head, of pairs as ``score``
+                takes, or ``(pair, labels)``).
 
         Returns:
             Summary statistics (global means and stds), as floats.
         """
-        batches = [b[0] if isinstance(b, (tuple, list)) else b for b in normal_images]
+        batches = [self._calibration_inputs(b) for b in normal_images]
         if not batches:
             raise ValueError("calibrate needs at least one normal image")
         raws = [
@@ -215,6 +260,14 @@ class Scorer(keras.layers.Layer):
             images=int(len(latent)),
         )
         return summary
+
+    def _calibration_inputs(self, batch):
+        """What ``score`` takes, from one ``calibrate`` batch."""
+        if not isinstance(batch, (tuple, list)):
+            return batch
+        if isinstance(batch[0], (tuple, list)):  # (pair, labels)
+            return tuple(batch[0])
+        return tuple(batch[:2]) if self.head_sized else batch[0]
 
     def save_statistics(self, path: str | Path) -> None:
         """Writes the frozen statistics and the kind they belong to (``.npz``)."""

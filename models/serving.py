@@ -13,7 +13,9 @@ runs none of this project's Python):
 
 Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
 float32 ``[N, isize, isize]`` (with ``preprocess.tiles``: ``[N, H, W]``, the stitched map
-at the model card's ``map_size``; zero outside the region of interest), and both take an
+at the model card's ``map_size``; with a defect head at a larger ``head_isize``,
+``[N, head_isize, head_isize]``: the image is preprocessed at both sizes, by the same
+function as the training data; zero outside the region of interest), and both take an
 empty batch. Given the training normals' input statistics (``models.input_stats``), both
 also return the input checks: ``input_ok`` bool ``[N]`` (every statistic of the frame
 within the training range), ``input_statistic`` string ``[N]`` (the one furthest out),
@@ -93,12 +95,21 @@ def _decode_one(encoded: tf.Tensor, index: tf.Tensor, channels: int) -> tf.Tenso
     return tf.cast(decode(encoded, channels), tf.float32)[None]
 
 
-def _prepare(images: tf.Tensor, spec: dict, measured: bool) -> tuple:
-    """``(model input, roi, statistics [B, S])``; S is 0 when the model has no input checks."""
+def _prepare(images: tf.Tensor, spec: dict, measured: bool, head_spec: dict | None = None):
+    """``(model input, roi, statistics [B, S])``; S is 0 when the model has no input checks.
+
+    With ``head_spec`` (a defect head at a larger size) the model input is the pair
+    ``(input at isize, input at the head's size)`` and the ROI is at the head's size.
+    """
     if measured:
-        return input_stats.measure(images, spec)
-    model_input, roi = preprocess(images, spec)
-    return model_input, roi, tf.zeros([tf.shape(images)[0], 0])
+        model_input, roi, stats = input_stats.measure(images, spec)
+    else:
+        model_input, roi = preprocess(images, spec)
+        stats = tf.zeros([tf.shape(images)[0], 0])
+    if head_spec is not None:
+        head_input, roi = preprocess(images, head_spec)
+        model_input = (model_input, head_input)
+    return model_input, roi, stats
 
 
 def serving_functions(scorer, spec: dict, threshold: float, reference: dict | None = None) -> dict:
@@ -108,6 +119,10 @@ def serving_functions(scorer, spec: dict, threshold: float, reference: dict | No
     (a model without them) leaves the input checks out.
     """
     channels, (height, width) = spec["channels"], map_size(spec)
+    head_spec = None
+    if getattr(scorer, "head_sized", False):  # the defect head reads its own size
+        head_spec = {**spec, "isize": scorer.head_isize}
+        height, width = scorer.map_size
     threshold = tf.constant(threshold, tf.float32)
     if reference and reference["names"] != input_stats.statistic_names(spec):
         raise ValueError(
@@ -146,22 +161,29 @@ def serving_functions(scorer, spec: dict, threshold: float, reference: dict | No
         images = check_images(images, channels)
         # An empty batch is answered without running the networks (some ops need N > 0).
         return tf.cond(
-            tf.shape(images)[0] > 0, lambda: decide(*_prepare(images, spec, n_stats > 0)), nothing
+            tf.shape(images)[0] > 0,
+            lambda: decide(*_prepare(images, spec, n_stats > 0, head_spec)),
+            nothing,
         )
 
     def from_bytes(encoded):
         # One file at a time: the files of a request may differ in size.
         def one(item):
             images = _decode_one(*item, channels)
-            model_input, roi, stats = _prepare(images, spec, n_stats > 0)
-            return model_input[0], roi[0], stats[0]
+            model_input, roi, stats = _prepare(images, spec, n_stats > 0, head_spec)
+            return tf.nest.map_structure(lambda t: t[0], model_input), roi[0], stats[0]
 
+        input_size = map_size(spec)
+        input_signature = tf.TensorSpec([*input_size, channels], tf.float32)
+        if head_spec is not None:
+            head_signature = tf.TensorSpec([height, width, channels], tf.float32)
+            input_signature = (input_signature, head_signature)
         indices = tf.range(tf.shape(encoded)[0])
         model_inputs, roi, stats = tf.map_fn(
             one,
             (encoded, indices),
             fn_output_signature=(
-                tf.TensorSpec([height, width, channels], tf.float32),
+                input_signature,
                 tf.TensorSpec([height, width, 1], tf.float32),
                 tf.TensorSpec([n_stats], tf.float32),
             ),

@@ -67,12 +67,18 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _part(full: dict, name: str):
+    """A config section, or one key of it (``section.key``)."""
+    section, _, key = name.partition(".")
+    return full[section][key] if key else full[section]
+
+
 def stamps(config: Config, run_path: Path) -> dict[Path, str]:
     """``config.yaml`` and one stamp per stage holding the sections it depends on."""
     full = config.to_dict()
     texts = {run_path / "config.yaml": dump_config(config)}
     for stage in stages.STAGES:
-        text = yaml.safe_dump({s: full[s] for s in stage.sections}, sort_keys=False)
+        text = yaml.safe_dump({s: _part(full, s) for s in stage.sections}, sort_keys=False)
         texts[run_path / ".stamps" / f"{stage.name}.yaml"] = text
     return texts
 

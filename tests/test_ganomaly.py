@@ -86,6 +86,7 @@ def test_get_config_round_trips():
             "skip_connections": True,
             "defect_head": False,
             "head_filters": 16,
+            "head_isize": 0,
         },
         "seed": 3,
     }

@@ -152,7 +152,9 @@ def test_stages_read_only_earlier_stages_and_depend_on_their_sections():
     for stage in stages.STAGES:
         assert set(stage.reads) <= set(seen), stage.name
         for read in stage.reads:
-            assert set(stages.stage(read).sections) <= set(stage.sections), (stage.name, read)
+            for part in stages.stage(read).sections:  # a section, or one key of it
+                covered = part in stage.sections or part.split(".")[0] in stage.sections
+                assert covered, (stage.name, read, part)
         seen.append(stage.name)
 
 

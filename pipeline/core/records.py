@@ -7,7 +7,10 @@ One record per image: the model input (float32 ``[isize, isize, C]`` in
 [-1, 1]; with tiles the whole image at its map size), its ROI and
 ground-truth masks on the same grid (uint8 0/1), label,
 defect type and source path. ``preprocess.json`` beside the shards holds the
-spec and each split's shards and counts.
+spec and each split's shards and counts. With a defect head at a larger
+``head_isize`` (``preprocess.json``'s ``head_isize``, 0 without) a record also holds
+``head_image``, the same image preprocessed at that size by the same function, and
+its ROI and ground-truth masks are at that size: the grid of the anomaly maps.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _FEATURES = {
     # Whether ``mask`` is a ground truth (0: none, the zeros mean "unknown"); records
     # written before it existed read as 0.
     "has_mask": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    # The image at the defect head's size; empty where the head reads ``image``.
+    "head_image": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -40,9 +45,16 @@ def _bytes_feature(value: bytes) -> tf.train.Feature:
 
 
 def encode(
-    image, roi, mask, label: int, defect_type: str, path: str, has_mask: bool = False
+    image,
+    roi,
+    mask,
+    label: int,
+    defect_type: str,
+    path: str,
+    has_mask: bool = False,
+    head_image=None,
 ) -> bytes:
-    """One serialized ``tf.train.Example``."""
+    """One serialized ``tf.train.Example``; ``head_image`` only with a larger head."""
     features = {
         "image": _bytes_feature(np.asarray(image, np.float32).tobytes()),
         "roi": _bytes_feature(np.asarray(roi).astype(np.uint8).tobytes()),
@@ -52,6 +64,8 @@ def encode(
         "path": _bytes_feature(str(path).encode()),
         "has_mask": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(has_mask)])),
     }
+    if head_image is not None:
+        features["head_image"] = _bytes_feature(np.asarray(head_image, np.float32).tobytes())
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
@@ -65,6 +79,27 @@ LABELLED_SCORE_KIND = "head_residual"  # the head with the residual: README, Lab
 LABELLED_SYNTHETIC_SHARE = 0.5
 
 
+def head_isize(info: dict) -> int:
+    """The defect head's image side the records hold images for; 0: the generator's."""
+    return int(info.get("head_isize", 0))
+
+
+def map_grid(info: dict) -> tuple[int, int]:
+    """``(H, W)`` of the records' ROI and masks: the head's size, or ``map_size``."""
+    side = head_isize(info)
+    return (side, side) if side else tuple(map_size(info["spec"]))
+
+
+def model_inputs(example: dict):
+    """What the model and the scorer take of a record: ``image``, or a pair.
+
+    The pair ``(image, head_image)`` where the defect head is larger than ``isize``.
+    """
+    if "head_image" in example:
+        return example["image"], example["head_image"]
+    return example["image"]
+
+
 def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     """``{"model.defect_head": True, ...}``: what labelled defects turn on in ``config``.
 
@@ -72,9 +107,12 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     before preprocess has run (the stage that needs it says so).
     """
     info_file = Path(preprocess_dir) / INFO_FILE
-    if not info_file.is_file() or not read_info(preprocess_dir)["splits"]["train"].get("abnormal"):
+    if not info_file.is_file():
         return {}
+    info = read_info(preprocess_dir)
     changes: dict[str, object] = {}
+    if not info["splits"]["train"].get("abnormal"):
+        return changes
     if not config.model.defect_head:
         changes["model.defect_head"] = True
     if not config.train.synthetic_anomalies > 0:
@@ -87,10 +125,14 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
 def with_resolved_spec(config, preprocess_dir: Path):
     """``config`` as the stages after preprocess run it.
 
-    With what preprocess resolved (``channels: auto``, an empty ``tiles_image``) and
-    what labelled defects turn on (``labelled_settings``).
+    With what preprocess resolved (``channels: auto``, an empty ``tiles_image``, the
+    head's size it stored images for: ``model.head_isize``, 0 where it does not
+    apply) and what labelled defects turn on (``labelled_settings``).
     """
     p = config.preprocess
+    if (Path(preprocess_dir) / INFO_FILE).is_file():
+        model = dataclasses.replace(config.model, head_isize=head_isize(read_info(preprocess_dir)))
+        config = dataclasses.replace(config, model=model)
     unresolved = {
         "channels": p.channels == "auto",
         "tiles_image": bool(p.tiles) and not p.tiles_image,
@@ -110,6 +152,7 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
     """The records of one split as a dataset of dicts (unbatched, in manifest order)."""
     info = read_info(preprocess_dir)
     (height, width), channels = map_size(info["spec"]), info["spec"]["channels"]
+    grid, side = map_grid(info), head_isize(info)
     files = [str(Path(preprocess_dir) / name) for name in info["splits"][split]["shards"]]
 
     def parse(serialized):
@@ -117,30 +160,37 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
         ex["image"] = tf.reshape(
             tf.io.decode_raw(ex["image"], tf.float32), (height, width, channels)
         )
-        ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), (height, width))
-        ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), (height, width))
+        if side:
+            ex["head_image"] = tf.reshape(
+                tf.io.decode_raw(ex["head_image"], tf.float32), (side, side, channels)
+            )
+        else:
+            del ex["head_image"]
+        ex["roi"] = tf.reshape(tf.io.decode_raw(ex["roi"], tf.uint8), grid)
+        ex["mask"] = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), grid)
         return ex
 
     return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def normal_images(preprocess_dir: Path, split: str) -> tf.data.Dataset:
-    """The normal images of a split (unbatched), with their known count."""
+    """The normal images of a split (unbatched; pairs with a larger head), and their count."""
     count = read_info(preprocess_dir)["splits"][split]["normal"]
     data = read_split(preprocess_dir, split).filter(lambda ex: ex["label"] == 0)
     # A known length: Keras then counts steps instead of warning that data ran out.
-    return data.map(lambda ex: ex["image"]).apply(tf.data.experimental.assert_cardinality(count))
+    return data.map(model_inputs).apply(tf.data.experimental.assert_cardinality(count))
 
 
 def labelled_defects(preprocess_dir: Path) -> tf.data.Dataset:
     """The training split's labelled defects (unbatched): ``(image, mask, has_mask)``.
 
-    ``mask`` is float32 ``[H, W, 1]``; ``has_mask`` 0.0 where only the image label is known.
+    ``mask`` is float32 ``[H, W, 1]`` (at the head's size); ``has_mask`` 0.0 where
+    only the image label is known; ``image`` a pair with a larger head (``model_inputs``).
     """
     data = read_split(preprocess_dir, "train").filter(lambda ex: ex["label"] == 1)
 
     def parts(ex):
         mask = tf.cast(ex["mask"][..., None], tf.float32)
-        return ex["image"], mask, tf.cast(ex["has_mask"], tf.float32)
+        return model_inputs(ex), mask, tf.cast(ex["has_mask"], tf.float32)
 
     return data.map(parts)

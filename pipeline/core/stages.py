@@ -32,7 +32,7 @@ class Stage:
 
     name: str
     reads: tuple[str, ...]
-    sections: tuple[str, ...]
+    sections: tuple[str, ...]  # config sections, or single keys (``section.key``)
     writes: tuple[Output, ...]
     summary: str
 
@@ -81,7 +81,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "preprocess",
         reads=("ingest",),
-        sections=_PREPROCESS,
+        # The defect head's size: preprocess stores the images at it too.
+        sections=(*_PREPROCESS, "model.head_isize"),
         summary="preprocess into TFRecords",
         writes=(
             Output("preprocess.json", "the preprocessing spec and each split's shards and counts"),
