@@ -40,7 +40,6 @@ import tensorflow as tf
 from components.warmup import write_warmup_requests
 from models.input_stats import REFERENCE_FILE
 from models.serving import ASSET_FILE, SIGNATURES, serving_archive
-from models.tiling import map_size
 from pipeline.core import artifacts, modeling, records
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
@@ -113,6 +112,7 @@ def models_config(out: Path) -> str:
 def model_card(
     config: Config,
     spec: dict,
+    served_map_size: tuple[int, int],
     scoring: dict,
     metrics: dict,
     reference: dict | None,
@@ -121,7 +121,8 @@ def model_card(
 ) -> dict:
     """``assets/ganomaly.json``: what the model expects and decides, and its provenance.
 
-    ``reference``: the training normals' input statistics (None for a run
+    ``served_map_size``: ``(H, W)`` of the anomaly map the signatures return (the
+    scorer's ``map_size``); ``reference``: the training normals' input statistics (None for a run
     preprocessed before they existed); ``labelled_defects``: the real defects the
     defect head learned from, ``{type: {"images", "masked"}}`` (train.json);
     ``provenance``: ``version``, ``training_run_id`` and ``git_commit``.
@@ -132,7 +133,7 @@ def model_card(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "isize": spec["isize"],
         "channels": spec["channels"],
-        "map_size": list(maps_size(config, spec)),
+        "map_size": list(served_map_size),
         "head_isize": config.model.head_isize,
         "preprocess": spec,
         "score": scoring["score"],
@@ -150,14 +151,6 @@ def model_card(
         "validation_scores": scoring.get("validation_scores"),
         "labelled_defects": labelled_defects,
     }
-
-
-def maps_size(config: Config, spec: dict) -> tuple[int, int]:
-    """``(H, W)`` of the served anomaly map: a larger defect head's size, if any."""
-    side = config.model.head_isize
-    if side and side != spec["isize"] and config.model.defect_head:
-        return side, side
-    return map_size(spec)
 
 
 def input_reference(preprocess_dir: Path) -> dict | None:
@@ -217,6 +210,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
     card = model_card(
         config,
         spec,
+        scorer.map_size,  # what the serving signatures return
         scoring,
         metrics,
         reference,

@@ -91,9 +91,7 @@ class GANomaly(keras.Model):
             isize, channels, o.ndf, o.extra_layers, batch_norm_momentum=D_BN_MOMENTUM
         )
         self.head = None
-        if o.defect_head and self.head_isize == isize:
-            self.head = build_defect_head(isize, channels, o.head_filters)
-        elif o.defect_head:
+        if o.defect_head:  # at isize exactly today's head; larger, it upsamples the reconstruction
             self.head = build_defect_head(
                 self.head_isize, channels, o.head_filters, reconstruction_size=isize
             )

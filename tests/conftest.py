@@ -51,16 +51,21 @@ def tiny_config(*extra: str):
     return load_config(None, [*TINY_OVERRIDES, *extra])
 
 
+def run_all_stages(tmp_path_factory, config, name: str) -> Path:
+    """The five stages of ``config`` as run ``name`` in a fresh artifacts folder; its path."""
+    from pipeline.cli import STAGES, run_stage
+
+    run_path = tmp_path_factory.mktemp("artifacts") / name
+    for stage in STAGES:
+        run_stage(stage, config, name, run_path)
+    return run_path
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, mlflow_uri, data_dir):
     """One complete run of the five stages on the tiny valve-seat data."""
-    from pipeline.cli import STAGES, run_stage
-
     config = tiny_config()
-    run_path = tmp_path_factory.mktemp("artifacts") / "tiny"
-    for stage in STAGES:
-        run_stage(stage, config, "tiny", run_path)
-    return config, run_path
+    return config, run_all_stages(tmp_path_factory, config, "tiny")
 
 
 @pytest.fixture(scope="session")

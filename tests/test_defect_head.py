@@ -16,8 +16,7 @@ from models.anomalies import KINDS, corrupt
 from models.ganomaly import GANomaly
 from models.scorer import Scorer
 from pipeline import score_table
-from pipeline.cli import STAGES, run_stage
-from tests.conftest import tiny_config
+from tests.conftest import run_all_stages, tiny_config
 
 HEAD = {"isize": 32, "channels": 1, "options": {"nz": 8, "ngf": 8, "ndf": 8, "defect_head": True}}
 
@@ -104,10 +103,7 @@ def head_run(tmp_path_factory, mlflow_uri, data_dir):
         "train.synthetic_anomalies=0.5",
         "score.kind=head_residual",
     )
-    run_path = tmp_path_factory.mktemp("artifacts") / "head"
-    for stage in STAGES:
-        run_stage(stage, config, "head", run_path)
-    return config, run_path
+    return config, run_all_stages(tmp_path_factory, config, "head")
 
 
 def test_training_chooses_the_epoch_on_the_heads_validation_loss(head_run):

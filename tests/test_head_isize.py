@@ -14,10 +14,9 @@ from components import preprocess
 from models.ganomaly import GANomaly
 from models.networks import build_defect_head
 from models.scorer import Scorer
-from pipeline.cli import STAGES, run_stage
 from pipeline.core import modeling, records
 from pipeline.core.config import ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import run_all_stages, tiny_config
 
 OPTIONS = {"nz": 8, "ngf": 8, "ndf": 8, "defect_head": True, "head_filters": 4}
 
@@ -108,10 +107,7 @@ def large_head_run(tmp_path_factory, mlflow_uri, data_dir):
         "model.head_isize=64",
         "train.epochs=1",
     )
-    run_path = tmp_path_factory.mktemp("artifacts") / "large-head"
-    for stage in STAGES:
-        run_stage(stage, config, "large-head", run_path)
-    return config, run_path
+    return config, run_all_stages(tmp_path_factory, config, "large-head")
 
 
 def test_the_records_hold_both_sizes(large_head_run):

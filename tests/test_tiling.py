@@ -15,11 +15,10 @@ from models.ganomaly import GANomaly
 from models.options import ModelOptions
 from models.scorer import Scorer
 from models.tiling import TileGrid, map_size, tile_origins
-from pipeline.cli import STAGES, run_stage
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.records import read_split
-from tests.conftest import tiny_config
+from tests.conftest import run_all_stages, tiny_config
 
 
 def _spec(**extra) -> dict:
@@ -104,10 +103,7 @@ def tiled_run(tmp_path_factory, mlflow_uri, data_dir):
         "preprocess.roi_inner=0.2",
         "train.epochs=1",
     )
-    run_path = tmp_path_factory.mktemp("artifacts") / "tiled"
-    for stage in STAGES:
-        run_stage(stage, config, "tiled", run_path)
-    return config, run_path
+    return config, run_all_stages(tmp_path_factory, config, "tiled")
 
 
 @pytest.mark.slow

@@ -107,12 +107,9 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     before preprocess has run (the stage that needs it says so).
     """
     info_file = Path(preprocess_dir) / INFO_FILE
-    if not info_file.is_file():
+    if not info_file.is_file() or not read_info(preprocess_dir)["splits"]["train"].get("abnormal"):
         return {}
-    info = read_info(preprocess_dir)
     changes: dict[str, object] = {}
-    if not info["splits"]["train"].get("abnormal"):
-        return changes
     if not config.model.defect_head:
         changes["model.defect_head"] = True
     if not config.train.synthetic_anomalies > 0:
