@@ -189,7 +189,7 @@ def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out:
 
 
 def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
-    """``model.head_isize`` where it applies, else 0: the generator's size.
+    """``model.head_isize`` (or ``head_size``'s short side) where it applies, else 0.
 
     It applies to a defect head (``model.defect_head``, or labelled defects in the
     training split, which turn one on) reading whole images larger than
@@ -197,7 +197,7 @@ def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
     pixels. So a config may set it once (``configs/mvtec.yaml``) and a run trained
     on normals alone stays as it was.
     """
-    side, isize = config.model.head_isize, config.preprocess.isize
+    side, isize = min(config.model.head_size or [config.model.head_isize]), config.preprocess.isize
     labelled = ((manifest["split"] == "train") & (manifest["label"] == 1)).any()
     has_head = config.model.defect_head or bool(labelled)
     return side if has_head and side > isize and not config.preprocess.tiles else 0

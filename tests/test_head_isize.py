@@ -115,6 +115,7 @@ def test_head_isize_applies_to_a_head_reading_larger_whole_images(overrides, lab
         (["model.head_aspect=keep"], (300, 310), [64, 64]),
         (["model.head_aspect=keep", "preprocess.resize=letterbox"], (1280, 512), [64, 64]),
         (["model.head_size=[48,96]"], (1280, 512), [48, 96]),  # as the user set it
+        (["model.head_isize=0", "model.head_size=[48,96]"], (1280, 512), [48, 96]),
     ],
 )
 def test_the_heads_size_keeps_the_frames_aspect_when_asked(overrides, frames, expected):
