@@ -135,6 +135,7 @@ def model_card(
         "channels": spec["channels"],
         "map_size": list(served_map_size),
         "head_isize": config.model.head_isize,
+        "head_size": list(config.model.head_size),
         "preprocess": spec,
         "score": scoring["score"],
         "threshold": scoring["threshold"],

@@ -11,8 +11,9 @@ Writes ``artifacts/<run>/preprocess/``:
   one), label, defect type and source path
   (``pipeline/core/records.py``); at most ``preprocess.shard_images`` images
   per shard. With a defect head at a larger ``head_isize`` also the image at
-  that size, by the same function with ``isize: head_isize``, and the ROI and
-  ground-truth masks at that size (the anomaly maps' grid).
+  the head's ``[H, W]`` (``head_size``; square unless ``model.head_aspect:
+  keep``), by the same function, and the ROI and ground-truth masks at that size
+  (the anomaly maps' grid).
 - ``preprocess.json``: the preprocessing spec (what the SavedModel replays)
   and the shards and counts of each split.
 - ``input_statistics.csv``: per image its input statistics (brightness,
@@ -23,8 +24,8 @@ Writes ``artifacts/<run>/preprocess/``:
   input" means, carried into the exported model card. ``preprocess.channels: auto`` is
   resolved here: 3 when any training image is colour, 1 otherwise; with
   ``tiles`` an empty ``tiles_image`` becomes the training images' median
-  size. The later stages read the resolved values from this spec.
-  ``head_isize`` (0: none) is ``model.head_isize``.
+  size. The later stages read the resolved values from this spec, and
+  ``head_size`` (absent: none) as ``model.head_size``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import tensorflow as tf
 
 from components.image_files import load_image
 from models import input_stats
-from models.preprocessing import preprocess, resize_mask
+from models.preprocessing import head_spec_of, preprocess, resize_mask
 from models.tiling import TileGrid, map_size
 from pipeline.core import records
 from pipeline.core.config import Config
@@ -78,16 +79,16 @@ def _bounded_map(pool, fn, items, ahead: int = 2 * DECODE_THREADS):
 
 
 def _write_split(
-    rows: pd.DataFrame, split: str, spec: dict, out: Path, head_isize: int = 0
+    rows: pd.DataFrame, split: str, spec: dict, out: Path, head: list[int] | None = None
 ) -> tuple[list, np.ndarray]:
-    """Preprocesses one split in manifest order (and at ``head_isize``, when not 0).
+    """Preprocesses one split in manifest order (and at the head's ``[H, W]``, when given).
 
     Returns:
         Its shard file names and its images' input statistics ``[N, S]``.
     """
     shard_size = spec["shard_images"]
     run_one = tf.function(lambda x: input_stats.measure(x, spec), reduce_retracing=True)
-    head_spec = {**spec, "isize": head_isize}
+    head_spec = head_spec_of(spec, head) if head else None
     run_head = tf.function(lambda x: preprocess(x, head_spec), reduce_retracing=True)
     shards, writer, stats = [], None, []
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
@@ -102,7 +103,7 @@ def _write_split(
             model_input, roi, measured = run_one(tf.constant(image[None]))
             stats.append(measured[0].numpy())
             grid_spec, head_image = spec, None
-            if head_isize:  # the head's image; the ROI and mask on its grid
+            if head:  # the head's image; the ROI and mask on its grid
                 grid_spec = head_spec
                 head_input, roi = run_head(tf.constant(image[None]))
                 head_image = head_input[0].numpy()
@@ -188,7 +189,7 @@ def write_input_statistics(manifest: pd.DataFrame, stats: dict, spec: dict, out:
 
 
 def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
-    """``model.head_isize`` where it applies, else 0: the generator's size.
+    """``model.head_isize`` (or ``head_size``'s short side) where it applies, else 0.
 
     It applies to a defect head (``model.defect_head``, or labelled defects in the
     training split, which turn one on) reading whole images larger than
@@ -196,10 +197,30 @@ def larger_head_isize(config: Config, manifest: pd.DataFrame) -> int:
     pixels. So a config may set it once (``configs/mvtec.yaml``) and a run trained
     on normals alone stays as it was.
     """
-    side, isize = config.model.head_isize, config.preprocess.isize
+    side, isize = min(config.model.head_size or [config.model.head_isize]), config.preprocess.isize
     labelled = ((manifest["split"] == "train") & (manifest["label"] == 1)).any()
     has_head = config.model.defect_head or bool(labelled)
     return side if has_head and side > isize and not config.preprocess.tiles else 0
+
+
+def head_size(config: Config, manifest: pd.DataFrame) -> list[int]:
+    """``[H, W]`` of the defect head's images where ``larger_head_isize`` applies, else ``[]``.
+
+    ``model.head_aspect: keep`` (with ``resize: squash``) makes ``head_isize`` the short
+    side and gives the long one the training images' median aspect, in multiples of 16:
+    a 512 x 1280 frame is read at 128 x 320, not squashed 2.5 times harder along its
+    length. ``model.head_size``, when set, is taken as it is.
+    """
+    side = larger_head_isize(config, manifest)
+    if not side:
+        return []
+    if config.model.head_size:
+        return [int(s) for s in config.model.head_size]
+    if config.model.head_aspect != "keep" or config.preprocess.resize != "squash":
+        return [side, side]
+    height, width = usual_size(manifest)
+    long_side = max(side, round(side * max(height, width) / min(height, width) / 16) * 16)
+    return [side, long_side] if height <= width else [long_side, side]
 
 
 def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
@@ -208,13 +229,13 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
 
     manifest = pd.read_csv(inputs["ingest"] / "manifest.csv", keep_default_na=False)
     spec = resolve(dataclasses.asdict(config.preprocess), manifest)
-    head_isize = larger_head_isize(config, manifest)
-    if head_isize:
-        print(f"[preprocess] the defect head's images at {head_isize} px", flush=True)
+    head = head_size(config, manifest)
+    if head:
+        print(f"[preprocess] the defect head's images at {head[0]} x {head[1]} px", flush=True)
     splits, stats = {}, {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
-        shards, stats[split] = _write_split(rows, split, spec, out, head_isize)
+        shards, stats[split] = _write_split(rows, split, spec, out, head)
         splits[split] = {
             "count": len(rows),
             "normal": int((rows["label"] == 0).sum()),
@@ -223,7 +244,7 @@ def run(config: Config, inputs: dict[str, Path], out: Path) -> None:
             "shards": shards,
         }
         print(f"[preprocess] {split}: {len(rows)} images, {len(shards)} shard(s)", flush=True)
-    info = {"spec": spec, **({"head_isize": head_isize} if head_isize else {}), "splits": splits}
+    info = {"spec": spec, **({"head_size": head} if head else {}), "splits": splits}
     (out / records.INFO_FILE).write_text(json.dumps(info, indent=2))
     write_input_statistics(manifest, stats, spec, out)
     for name in (records.INFO_FILE, INPUT_STATISTICS_CSV, INPUT_STATISTICS_JSON):

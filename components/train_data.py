@@ -15,7 +15,7 @@ flipped, moved onto the batch's normals where they have a mask, seeded by the
 epoch): ``(corrupted, clean, masks, defects,
 defect_masks, has_mask)``; the defect head learns from them, the generator never.
 With a defect head at a larger ``head_isize`` every image is a pair ``(at isize, at
-head_isize)``: the synthetic anomalies are pasted at the head's size and their
+the head's size)``: the synthetic anomalies are pasted at the head's size and their
 change, brought down to ``isize``, onto the generator's image; masks are at the
 head's size.
 """
@@ -52,7 +52,7 @@ def cache_in_memory(info: dict, split: str, mode: str) -> bool:
         return mode == "memory"
     spec, grid = info["spec"], TileGrid.of(info["spec"])
     pixels = grid.count * spec["isize"] ** 2 if grid else spec["isize"] ** 2
-    pixels += records.head_isize(info) ** 2
+    pixels += int(np.prod(records.head_size(info) or (0,)))
     size = info["splits"][split]["normal"] * pixels * spec["channels"] * 4
     return size <= CACHE_AUTO_MAX_BYTES
 
@@ -170,7 +170,7 @@ def _flip_labelled(defects: tf.data.Dataset, seed: int) -> tf.data.Dataset:
 
 
 def _transplanted_pair(batch, labelled, size: int, seed):
-    """``transplant`` where images are pairs ``(at isize, at head_isize)``.
+    """``transplant`` where images are pairs ``(at isize, at the head's size)``.
 
     Hosts are the batch's head-sized images without a synthetic anomaly (the
     batch carries its clean images at ``isize`` only); the generator's copy of a
@@ -244,7 +244,7 @@ class TrainingData:
         if cache_in_memory(info, "val", self.options.cache):
             val = val.cache()
         self.val = val.batch(self.options.batch_size)
-        self.head_sized = bool(records.head_isize(info))
+        self.head_sized = bool(records.head_size(info))
         if config.model.defect_head or self.head_sized:
             # The head's validation loss: the same synthetic anomalies every epoch.
             share = self.options.synthetic_anomalies

@@ -44,27 +44,43 @@ def _split(seed, n: int):
     return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), n)
 
 
-def blob_masks(batch, size: int, seed, share=(0.005, 0.12)) -> tf.Tensor:
-    """``[B, size, size, 1]`` soft masks of one to a few blobs covering ``share`` of the image."""
+def _sides(size) -> tuple[int, int]:
+    """``(H, W)`` of a side or a pair: the defect head may read long frames (``head_size``)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _scaled(points, height: int, width: int):
+    """Points drawn on the short side's square, stretched to ``(H, W)`` (exact when square)."""
+    short = min(height, width)
+    return points * tf.constant([height / short, width / short], tf.float32)
+
+
+def blob_masks(batch, size, seed, share=(0.005, 0.12)) -> tf.Tensor:
+    """``[B, H, W, 1]`` soft masks of one to a few blobs covering ``share`` of the image.
+
+    ``size`` is the side, or ``(H, W)``, as for every mask below.
+    """
+    height, width = _sides(size)
     seeds = _split(seed, 4)
     grid = NOISE_GRID[0] + tf.cast(_stateless([], seeds[0]) * 2, tf.int32) * 4
     noise = _stateless(tf.stack([batch, grid, grid, 1]), seeds[1])
-    smooth = tf.image.resize(noise, (size, size), method="bicubic")
+    smooth = tf.image.resize(noise, (height, width), method="bicubic")
     # Keep a random share of the pixels: a high quantile of each map.
     shares = _stateless([batch, 1, 1, 1], seeds[2], *share)
     flat = tf.reshape(smooth, (batch, -1))
     ranked = tf.sort(flat, axis=-1, direction="DESCENDING")
-    cut = tf.cast(shares[:, 0, 0, 0] * tf.cast(size * size, tf.float32), tf.int32)
+    cut = tf.cast(shares[:, 0, 0, 0] * tf.cast(height * width, tf.float32), tf.int32)
     level = tf.gather(ranked, tf.maximum(cut, 1), axis=1, batch_dims=1)
     hard = tf.cast(smooth >= level[:, None, None, None], tf.float32)
     # Slightly soft edges, so the network cannot key on a hard outline.
     return tf.nn.avg_pool2d(hard, 3, 1, "SAME")
 
 
-def _grid(size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pixel-centre coordinates ``[1, S, S, 1]`` (y, x)."""
-    axis = tf.range(size, dtype=tf.float32) + 0.5
-    y, x = tf.meshgrid(axis, axis, indexing="ij")
+def _grid(height: int, width: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pixel-centre coordinates ``[1, H, W, 1]`` (y, x)."""
+    rows = tf.range(height, dtype=tf.float32) + 0.5
+    cols = tf.range(width, dtype=tf.float32) + 0.5
+    y, x = tf.meshgrid(rows, cols, indexing="ij")
     return y[None, :, :, None], x[None, :, :, None]
 
 
@@ -78,22 +94,23 @@ def _segment_distance(y, x, start, end):
     return tf.sqrt(tf.square(y - y0 - t * dy) + tf.square(x - x0 - t * dx))
 
 
-def crack_masks(batch, size: int, seed) -> tf.Tensor:
+def crack_masks(batch, size, seed) -> tf.Tensor:
     """Thin anti-aliased polylines: a random walk of ``CRACK_SEGMENTS`` segments."""
-    seeds = _split(seed, 5)
-    y, x = _grid(size)
-    point = _stateless([batch, 2], seeds[0], 0.15 * size, 0.85 * size)
+    (height, width), seeds = _sides(size), _split(seed, 5)
+    size = min(height, width)  # lengths and widths follow the short side
+    y, x = _grid(height, width)
+    point = _scaled(_stateless([batch, 2], seeds[0], 0.15 * size, 0.85 * size), height, width)
     angle = _stateless([batch], seeds[1], 0.0, 2 * math.pi)
     turns = tf.random.stateless_normal([CRACK_SEGMENTS, batch], seeds[2], stddev=0.5)
     lengths = _stateless([CRACK_SEGMENTS, batch], seeds[3], size / 10, size / 4)
-    width = _stateless([batch, 1, 1, 1], seeds[4], 0.4, 1.2)
-    distance = tf.fill(tf.stack([batch, size, size, 1]), float(size))
+    thickness = _stateless([batch, 1, 1, 1], seeds[4], 0.4, 1.2)
+    distance = tf.fill(tf.stack([batch, height, width, 1]), float(max(height, width)))
     for i in range(CRACK_SEGMENTS):
         angle = angle + turns[i]
         step = tf.stack([tf.sin(angle), tf.cos(angle)], axis=-1) * lengths[i][:, None]
         distance = tf.minimum(distance, _segment_distance(y, x, point, point + step))
         point = point + step
-    return tf.clip_by_value(width + 0.5 - distance, 0.0, 1.0)
+    return tf.clip_by_value(thickness + 0.5 - distance, 0.0, 1.0)
 
 
 def _discs(y, x, centres, radii):
@@ -105,30 +122,34 @@ def _discs(y, x, centres, radii):
     return tf.clip_by_value(tf.reduce_max(inside, axis=-1), 0.0, 1.0)
 
 
-def spot_masks(batch, size: int, seed) -> tf.Tensor:
-    """One to ``MAX_SPOTS`` small discs, radius 0.7 px to 1/16 of the side."""
-    seeds = _split(seed, 3)
+def spot_masks(batch, size, seed) -> tf.Tensor:
+    """One to ``MAX_SPOTS`` small discs, radius 0.7 px to 1/16 of the (short) side."""
+    (height, width), seeds = _sides(size), _split(seed, 3)
+    size = min(height, width)
     centres = _stateless([batch, MAX_SPOTS, 2], seeds[0], 0.1 * size, 0.9 * size)
+    centres = _scaled(centres, height, width)
     radii = _stateless([batch, MAX_SPOTS], seeds[1], 0.7, max(1.0, size / 16))
     count = 1 + tf.cast(_stateless([batch, 1], seeds[2]) * MAX_SPOTS, tf.int32)
     radii = tf.where(tf.range(MAX_SPOTS)[None] < count, radii, 0.0)
-    y, x = _grid(size)
+    y, x = _grid(height, width)
     return _discs(y, x, centres, radii)
 
 
-def edge_masks(batch, size: int, seed) -> tf.Tensor:
-    """A disc centred on a random point of the image border, 1/10 to 1/4 of the side."""
-    seeds = _split(seed, 3)
-    along = _stateless([batch], seeds[0], 0.0, float(size))
+def edge_masks(batch, size, seed) -> tf.Tensor:
+    """A disc centred on a random point of the image border, 1/10 to 1/4 of the (short) side."""
+    (height, width), seeds = _sides(size), _split(seed, 3)
+    along = _stateless([batch], seeds[0], 0.0, 1.0)
     side = tf.cast(_stateless([batch], seeds[1]) * 4, tf.int32)
-    end = float(size)
-    ys = tf.stack([tf.zeros_like(along), tf.fill(tf.shape(along), end), along, along], -1)
-    xs = tf.stack([along, along, tf.zeros_like(along), tf.fill(tf.shape(along), end)], -1)
+    bottom, right = float(height), float(width)
+    along_x, along_y = along * right, along * bottom  # the top and bottom, the two sides
+    ys = tf.stack([tf.zeros_like(along), tf.fill(tf.shape(along), bottom), along_y, along_y], -1)
+    xs = tf.stack([along_x, along_x, tf.zeros_like(along), tf.fill(tf.shape(along), right)], -1)
     centre = tf.stack(
         [tf.gather(ys, side, batch_dims=1), tf.gather(xs, side, batch_dims=1)], axis=-1
     )
+    size = min(height, width)
     radius = _stateless([batch, 1], seeds[2], size / 10, size / 4)
-    y, x = _grid(size)
+    y, x = _grid(height, width)
     return _discs(y, x, centre[:, None], radius)
 
 
@@ -139,15 +160,14 @@ def _blurred(images: tf.Tensor) -> tf.Tensor:
 def _diffuse_fills(images: tf.Tensor, seed) -> tf.Tensor:
     """A brightness shift, a contrast change, a blur or a new texture."""
     seeds = _split(seed, 5)
-    batch, size = tf.shape(images)[0], images.shape[1]
+    batch, (height, width) = tf.shape(images)[0], images.shape[1:3]
     shift = _stateless([batch, 1, 1, 1], seeds[0], 0.1, 0.5)
     shift = shift * tf.where(_stateless([batch, 1, 1, 1], seeds[1]) < 0.5, -1.0, 1.0)
     mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
     contrast = mean + (images - mean) * _stateless([batch, 1, 1, 1], seeds[2], 0.0, 2.5)
+    coarse = tf.stack([batch, height // 4, width // 4, images.shape[-1]])
     texture = tf.image.resize(
-        _stateless(tf.stack([batch, size // 4, size // 4, images.shape[-1]]), seeds[3], -0.5, 0.5),
-        (size, size),
-        method="bilinear",
+        _stateless(coarse, seeds[3], -0.5, 0.5), (height, width), method="bilinear"
     )
     choice = _stateless([batch, 1, 1, 1], seeds[4])
     fill = tf.where(choice < 0.25, images, contrast)
@@ -157,12 +177,15 @@ def _diffuse_fills(images: tf.Tensor, seed) -> tf.Tensor:
 
 
 def _patch_fills(images: tf.Tensor, seed) -> tf.Tensor:
-    """Another image of the batch: rotated by a quarter turn, flipped, shifted, rescaled."""
+    """Another image of the batch: rotated by quarter turns, shifted, rescaled."""
     seeds = _split(seed, 3)
     batch = tf.shape(images)[0]
     other = tf.roll(images, shift=1, axis=0)
     turns = tf.cast(_stateless([batch, 1, 1, 1], seeds[0]) * 4, tf.int32)
-    other = sum(tf.where(turns == k, tf.image.rot90(other, k), 0.0) for k in range(4))
+    # A quarter turn would not fit a long frame: there none or a half.
+    ks = range(4) if images.shape[1] == images.shape[2] else (0, 2)
+    turns = turns if len(ks) == 4 else turns // 2 * 2
+    other = sum(tf.where(turns == k, tf.image.rot90(other, k), 0.0) for k in ks)
     # crop_and_resize: a box of 50-100% of the side at a random place (zoom 1-2x, shifted).
     side = _stateless([batch, 1], seeds[1], 0.5, 1.0)
     corner = _stateless([batch, 2], seeds[2]) * (1.0 - side)
@@ -184,9 +207,9 @@ def paste(images: tf.Tensor, masks: tf.Tensor, fills: tf.Tensor) -> tf.Tensor:
 
 
 def kind_masks_and_fills(images: tf.Tensor, seed) -> dict:
-    """``{kind: (masks [B, S, S, 1], fills [B, S, S, C])}`` for every kind, for every image."""
+    """``{kind: (masks [B, H, W, 1], fills [B, H, W, C])}`` for every kind, for every image."""
     seeds = _split(seed, 9)
-    batch, size = tf.shape(images)[0], images.shape[1]
+    batch, size = tf.shape(images)[0], tuple(images.shape[1:3])
     diffuse = tf.nn.avg_pool2d(blob_masks(batch, size, seeds[0], (0.05, 0.4)), 5, 1, "SAME")
     return {
         "diffuse": (diffuse, _diffuse_fills(images, seeds[1])),

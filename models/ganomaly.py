@@ -15,9 +15,9 @@ does), reading the image and its reconstruction; and, where the user has some,
 from labelled real defects (per pixel where a mask marks them, by their top
 pixels where only the image label is known). The generator learns from normal
 images only, whatever the head sees. With ``options.head_isize`` above ``isize``
-the head reads the image at that larger size (stored beside the generator's by
-preprocess) and the reconstruction upsampled to it: thin and small defects keep
-their pixels.
+the head reads the image at that larger size (``options.head_size``, ``[H, W]``,
+square or with the frames' aspect, stored beside the generator's by preprocess)
+and the reconstruction upsampled to it: thin and small defects keep their pixels.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class GANomaly(keras.Model):
         channels: 1 (grayscale) or 3 (RGB).
         options: the networks' sizes, a ``ModelOptions`` or its dict
             (``nz``, ``ngf``, ``ndf``, ``extra_layers``, ``skip_connections``,
-            ``defect_head``, ``head_filters``, ``head_isize``).
+            ``defect_head``, ``head_filters``, ``head_isize``, ``head_size``).
         seed: seeds the discriminator's re-initialisation.
     """
 
@@ -79,10 +79,11 @@ class GANomaly(keras.Model):
         self.options.check()
         self.isize, self.channels, self.seed = isize, channels, seed
         o = self.options
-        self.head_isize = o.head_isize or isize
-        if self.head_isize < isize:
+        self.head_size = o.head_shape(isize)
+        if min(self.head_size) < isize:
             raise ValueError(
-                f"head_isize must be 0 or at least isize ({isize}), got {o.head_isize!r}"
+                f"head_isize must be 0 or at least isize ({isize}), got "
+                f"{o.head_size or o.head_isize!r}"
             )
         self.generator = build_generator(
             isize, channels, o.nz, o.ngf, o.extra_layers, skip_connections=o.skip_connections
@@ -93,7 +94,7 @@ class GANomaly(keras.Model):
         self.head = None
         if o.defect_head:  # at isize exactly today's head; larger, it upsamples the reconstruction
             self.head = build_defect_head(
-                self.head_isize, channels, o.head_filters, reconstruction_size=isize
+                self.head_size, channels, o.head_filters, reconstruction_size=isize
             )
         self._reinit_seed = keras.random.SeedGenerator(seed)
         names = ["g_loss", "d_loss", "adv_loss", "con_loss", "enc_loss"]
@@ -198,17 +199,18 @@ class GANomaly(keras.Model):
 
     @property
     def head_sized(self) -> bool:
-        """Whether the head reads images of its own, larger size (``head_isize``)."""
-        return self.head is not None and self.head_isize != self.isize
+        """Whether the head reads images of its own, larger size (``head_size``)."""
+        return self.head is not None and self.head_size != (self.isize, self.isize)
 
     def head_images(self, images):
-        """``images`` at ``isize`` upsampled to ``head_isize`` (bilinear): a stand-in only.
+        """``images`` at ``isize`` upsampled to ``head_size`` (bilinear): a stand-in only.
 
         The pipeline feeds the head its own preprocessed images; this serves a
         caller that has only the generator's.
         """
-        size = (self.head_isize, self.head_isize)
-        return ops.image.resize(ops.cast(images, "float32"), size, interpolation="bilinear")
+        return ops.image.resize(
+            ops.cast(images, "float32"), self.head_size, interpolation="bilinear"
+        )
 
     def _unpack(self, data):
         """``images``, ``(inputs, targets)``, ``(inputs, targets, masks)``, or labelled too.
@@ -220,8 +222,8 @@ class GANomaly(keras.Model):
         defect head; without masks the inputs are taken as free of defects. Labelled
         defects ``[K, H, W, C]`` train the head alone: their masks ``[K, H, W, 1]``
         where ``has_mask [K]`` is 1, their image label where it is 0. With a
-        larger ``head_isize``, ``inputs`` and ``defects`` are pairs ``(at isize, at
-        head_isize)`` and the masks are at ``head_isize``.
+        larger head, ``inputs`` and ``defects`` are pairs ``(at isize, at
+        head_size)`` and the masks are at ``head_size``.
         """
         if not isinstance(data, (tuple, list)):
             data = (data,)

@@ -221,34 +221,37 @@ def _head_block(x, filters: int):
 
 
 def build_defect_head(
-    isize: int,
+    size: int | tuple[int, int],
     channels: int,
     filters: int = 16,
     levels: int = 3,
     reconstruction_size: int | None = None,
 ) -> keras.Model:
-    """(image, reconstruction) -> per-pixel defect logit ``[B, isize, isize]``: a small U-Net.
+    """(image, reconstruction) -> per-pixel defect logit ``[B, H, W]``: a small U-Net.
 
     It reads the image, its reconstruction and their difference (as DRAEM's
     discriminative network reads image and reconstruction), so it can learn which
     differences are defects and which are the generator's usual blur.
 
     Args:
-        isize: the head's image side (``model.head_isize``, or the generator's).
+        size: the head's image side, or ``(H, W)`` (``model.head_size``); the
+            generator's ``isize`` when the head reads the generator's images.
         channels: image channels.
         filters: the first level's width, doubled at each level.
         levels: poolings of the U-Net.
         reconstruction_size: the side of the reconstruction it is given when the
-            generator runs at a smaller size than the head: the head upsamples it
-            (bilinear) to ``isize``. None or ``isize``: the same size as the image.
+            generator runs at another size than the head: the head resizes it
+            (bilinear) to ``size``. None: the same size as the image.
     """
-    _check_isize(isize)
-    image = keras.Input((isize, isize, channels))
-    size = reconstruction_size or isize
-    reconstruction = keras.Input((size, size, channels))
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    for side in (height, width):
+        _check_isize(side)
+    image = keras.Input((height, width, channels))
+    given = reconstruction_size
+    reconstruction = keras.Input((given or height, given or width, channels))
     resized = reconstruction
-    if size != isize:
-        resized = layers.Resizing(isize, isize, interpolation="bilinear")(reconstruction)
+    if given and (given, given) != (height, width):
+        resized = layers.Resizing(height, width, interpolation="bilinear")(reconstruction)
     difference = layers.Subtract()([image, resized])
     x = layers.Concatenate()([image, resized, difference])
     skips = []
@@ -261,5 +264,5 @@ def build_defect_head(
         x = layers.UpSampling2D(interpolation="bilinear")(x)
         x = _head_block(layers.Concatenate()([x, skips[level]]), filters * 2**level)
     logit = layers.Conv2D(1, 1, dtype="float32")(x)
-    logit = layers.Reshape((isize, isize))(logit)
+    logit = layers.Reshape((height, width))(logit)
     return keras.Model([image, reconstruction], logit, name="defect_head")

@@ -12,7 +12,7 @@ reading a config must stay fast.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # score.kind: how an image is scored (models.scoring describes each).
 SCORE_KINDS = (
@@ -36,6 +36,8 @@ MAPS_OF_KIND = {
 }
 # preprocess.resize: how an image is brought to the model's square input.
 RESIZE_MODES = ("squash", "letterbox", "center_crop")
+# model.head_aspect: the defect head's image shape.
+HEAD_ASPECTS = ("square", "keep")
 # preprocess.roi: the region of interest.
 ROI_SHAPES = ("none", "box", "circle")
 
@@ -54,6 +56,11 @@ class ModelOptions:
     # The defect head's image side; 0: the generator's (preprocess.isize). Larger, the
     # head reads a sharper image (thin, small defects) beside the upsampled reconstruction.
     head_isize: int = 0
+    # "keep": head_isize is the short side and the head's images keep the training
+    # images' median aspect (resize: squash), so a long frame is not squashed twice as hard
+    # along its length. head_size is what preprocess resolved: [height, width].
+    head_aspect: str = "square"
+    head_size: list = field(default_factory=list)
 
     def check(self) -> None:
         """Raises ValueError, quoting the bad value, for options no network can have."""
@@ -66,6 +73,22 @@ class ModelOptions:
             raise ValueError(
                 f"head_isize must be 0 or a multiple of 16 of at least 32, got {self.head_isize!r}"
             )
+        if self.head_aspect not in HEAD_ASPECTS:
+            raise ValueError(f"head_aspect must be one of {HEAD_ASPECTS}, got {self.head_aspect!r}")
+        if self.head_size and not (
+            len(self.head_size) == 2 and all(s >= 32 and s % 16 == 0 for s in self.head_size)
+        ):
+            raise ValueError(
+                f"head_size must be [height, width], multiples of 16 of at least 32, "
+                f"got {self.head_size!r}"
+            )
+
+    def head_shape(self, isize: int) -> tuple[int, int]:
+        """``(H, W)`` of the defect head's images: ``head_size``, ``head_isize`` or ``isize``."""
+        if self.head_size:
+            return tuple(int(s) for s in self.head_size)
+        side = self.head_isize or isize
+        return side, side
 
 
 @dataclass

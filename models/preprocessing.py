@@ -61,6 +61,14 @@ def _resize(images: tf.Tensor, spec: dict) -> tf.Tensor:
     return tf.image.pad_to_bounding_box(inner, top, left, isize, isize)
 
 
+def head_spec_of(spec: dict, head_size) -> dict:
+    """The spec of a defect head's images of ``(H, W)`` (``model.head_size``), squashed.
+
+    Everything else is the generator's preprocessing: CLAHE, the ROI, the scaling.
+    """
+    return {**spec, "isize": min(head_size), "size": [int(s) for s in head_size]}
+
+
 def _roi_mask(images: tf.Tensor, spec: dict) -> tuple[tf.Tensor | None, tuple | None]:
     """``[B, H, W, 1]`` float mask of the region of interest (None for no ROI), and the circle.
 

@@ -12,8 +12,8 @@ makes a weights file unloadable. Only the maps the kind needs are computed,
 and the discriminator (or the defect head) is kept only when the kind reads it.
 
 With a defect head at a larger ``head_isize`` the scorer takes pairs ``(images
-at isize, images at head_isize)``: the generator reads the first, the head the
-second, and every map is at ``head_isize`` (the generator's maps upsampled,
+at isize, images at head_size)``: the generator reads the first, the head the
+second, and every map is at ``head_size`` (the generator's maps upsampled,
 bilinear), whatever the kind: the ground-truth masks are at that size.
 """
 
@@ -66,9 +66,9 @@ class Scorer(keras.layers.Layer):
         self.head = model.head if "head" in self.map_kinds else None
         # Whether the model's head reads images of its own size: the scorer then
         # takes pairs, and maps at that size.
-        self.head_sized = model.head is not None and model.head_isize != model.isize
-        self.head_isize = model.head_isize if self.head_sized else self.isize
-        self.map_size = grid.size if grid else (self.head_isize, self.head_isize)
+        self.head_sized = model.head_sized
+        self.head_size = model.head_size if self.head_sized else (self.isize, self.isize)
+        self.map_size = grid.size if grid else self.head_size
         if "head" in self.map_kinds and model.head is None:
             raise ValueError(
                 f"score kind {self.options.kind!r} needs a model trained with a defect head "
@@ -94,7 +94,7 @@ class Scorer(keras.layers.Layer):
     def model_inputs(self, images) -> tuple:
         """``(images, head images)`` of what ``score`` takes, in float32.
 
-        A pair is ``(images at isize, images at head_isize)``; a scorer that
+        A pair is ``(images at isize, images at head_size)``; a scorer that
         does not read the head reads the first of it only. The head images are
         None when the scorer does not read them.
 
@@ -108,7 +108,7 @@ class Scorer(keras.layers.Layer):
             return ops.cast(images, "float32"), None
         if head_images is None:
             raise ValueError(
-                f"this scorer's defect head reads images of {self.head_isize} px "
+                f"this scorer's defect head reads images of {list(self.head_size)} px "
                 "(model.head_isize): give it pairs (images, head_images)"
             )
         return ops.cast(images, "float32"), ops.cast(head_images, "float32")
@@ -161,9 +161,8 @@ class Scorer(keras.layers.Layer):
         return raw
 
     def _to_head_size(self, maps):
-        """``[B, isize, isize]`` -> ``[B, head_isize, head_isize]``, bilinear."""
-        size = (self.head_isize, self.head_isize)
-        return ops.image.resize(maps[..., None], size, interpolation="bilinear")[..., 0]
+        """``[B, isize, isize]`` -> ``[B, *head_size]``, bilinear."""
+        return ops.image.resize(maps[..., None], self.head_size, interpolation="bilinear")[..., 0]
 
     def _standardized(self, raw: dict) -> dict:
         maps = {
@@ -183,7 +182,7 @@ class Scorer(keras.layers.Layer):
         Args:
             images: ``[B, H, W, C]`` preprocessed to [-1, 1]; ``(H, W)`` is
                 ``map_size`` (``isize`` square without tiles). With a larger
-                head: the pair ``(images at isize, images at head_isize)``.
+                head: the pair ``(images at isize, images at head_size)``.
 
         Returns:
             ``score [B]``, ``anomaly_map [B, H, W]``, ``latent [B]``,

@@ -14,7 +14,7 @@ runs none of this project's Python):
 Both return ``score`` float32 ``[N]``, ``is_anomaly`` bool ``[N]`` and ``anomaly_map``
 float32 ``[N, isize, isize]`` (with ``preprocess.tiles``: ``[N, H, W]``, the stitched map
 at the model card's ``map_size``; with a defect head at a larger ``head_isize``,
-``[N, head_isize, head_isize]``: the image is preprocessed at both sizes, by the same
+``[N, *model.head_size]``: the image is preprocessed at both sizes, by the same
 function as the training data; zero outside the region of interest), and both take an
 empty batch. Given the training normals' input statistics (``models.input_stats``), both
 also return the input checks: ``input_ok`` bool ``[N]`` (every statistic of the frame
@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from models import input_stats
 from models.decoding import decode
-from models.preprocessing import preprocess
+from models.preprocessing import head_spec_of, preprocess
 from models.tiling import map_size
 
 SIGNATURES = ("serving_default", "serving_bytes")
@@ -121,7 +121,7 @@ def serving_functions(scorer, spec: dict, threshold: float, reference: dict | No
     channels, (height, width) = spec["channels"], map_size(spec)
     head_spec = None
     if getattr(scorer, "head_sized", False):  # the defect head reads its own size
-        head_spec = {**spec, "isize": scorer.head_isize}
+        head_spec = head_spec_of(spec, scorer.head_size)
         height, width = scorer.map_size
     threshold = tf.constant(threshold, tf.float32)
     if reference and reference["names"] != input_stats.statistic_names(spec):

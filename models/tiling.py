@@ -29,8 +29,13 @@ def tile_origins(length: int, tile: int, stride: int) -> tuple[int, ...]:
 
 
 def map_size(spec: dict) -> tuple[int, int]:
-    """``(H, W)`` of the preprocessed image: ``(isize, isize)``, or the tiled image's size."""
+    """``(H, W)`` of the preprocessed image: ``(isize, isize)``, or the tiled one's size.
+
+    A defect head's spec (``models.preprocessing.head_spec_of``) gives its ``size``.
+    """
     isize = spec["isize"]
+    if spec.get("size"):
+        return tuple(spec["size"])
     if not spec.get("tiles"):
         return isize, isize
     side = spec["tiles"][0]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models.anomalies import KINDS, blob_masks, corrupt, gallery, kind_masks_and_fills, transplant
 from models.networks import build_generator
 
 
-def _images(batch=6, size=32):
+def _images(batch=6, size=32, width=None):
     rng = np.random.default_rng(0)
-    return tf.constant(rng.uniform(-0.5, 0.5, (batch, size, size, 1)).astype("float32"))
+    shape = (batch, size, width or size, 1)
+    return tf.constant(rng.uniform(-0.5, 0.5, shape).astype("float32"))
 
 
 def test_blob_masks_cover_a_small_share_of_each_image():
@@ -66,17 +68,18 @@ def test_skip_generator_shapes_and_its_skips_carry_detail():
 # The kinds of synthetic anomaly -----------------------------------------------------------
 
 
-def _kinds(batch=16, size=32, seed=(5, 6)):
-    images = _images(batch, size)
+def _kinds(batch=16, size=32, seed=(5, 6), width=None):
+    images = _images(batch, size, width)
     kinds = kind_masks_and_fills(images, tf.constant(seed, tf.int64))
     return images, {k: (m.numpy(), f.numpy()) for k, (m, f) in kinds.items()}
 
 
-def test_every_kind_marks_each_image_and_changes_only_its_mask():
-    images, kinds = _kinds()
+@pytest.mark.parametrize("size", [(32, 32), (32, 80), (80, 32)])  # a long frame's head
+def test_every_kind_marks_each_image_and_changes_only_its_mask(size):
+    images, kinds = _kinds(size=size[0], width=size[1])
     assert tuple(kinds) == KINDS
     for kind, (masks, fills) in kinds.items():
-        assert masks.shape == (16, 32, 32, 1) and fills.shape == (16, 32, 32, 1), kind
+        assert masks.shape == (16, *size, 1) and fills.shape == (16, *size, 1), kind
         assert masks.min() >= 0.0 and masks.max() <= 1.0, kind
         assert (masks.max(axis=(1, 2, 3)) > 0.5).all(), kind  # every image gets one
         pasted = images.numpy() * (1 - masks) + np.clip(fills, -1, 1) * masks
@@ -102,6 +105,20 @@ def test_the_kinds_have_the_shapes_of_real_defects():
     border[[0, -1], :] = border[:, [0, -1]] = True
     assert (edge_masks[..., 0][:, border] > 0.5).any(axis=1).all()
     assert (edge_fills == -1.0).all()
+
+
+def test_on_a_long_frame_the_kinds_reach_every_part_and_keep_their_size():
+    _, kinds = _kinds(batch=64, size=32, width=96)
+    # Spots and crack starts are spread over the whole length, not its first square.
+    spots = kinds["spots"][0][..., 0] > 0.5
+    assert spots[:, :, 64:].any() and spots[:, :, :32].any()
+    # Sizes follow the short side: a spot is no larger than on the 32-px square.
+    _, square = _kinds(batch=64, size=32)
+    assert (spots.sum(axis=(1, 2)).max()) <= 1.5 * (square["spots"][0] > 0.5).sum(
+        axis=(1, 2, 3)
+    ).max()
+    edge = kinds["edge"][0][..., 0] > 0.5
+    assert edge[:, :, -1].any() and edge[:, -1, :].any()  # the far side and the bottom
 
 
 def test_corrupt_uses_every_kind_and_is_seeded():

@@ -22,7 +22,13 @@ OLD_NS = 1_000_000_000 * 10**9  # 2001-09-09: any rewrite moves the mtime off it
 STAGES = ("ingest", "preprocess", "train", "evaluate", "export")
 SECTIONS = {
     "ingest": ["data"],
-    "preprocess": ["data", "preprocess", "model.head_isize"],
+    "preprocess": [
+        "data",
+        "preprocess",
+        "model.head_isize",
+        "model.head_aspect",
+        "model.head_size",
+    ],
     "train": ["data", "preprocess", "model", "train"],
     "evaluate": ["data", "preprocess", "model", "train", "score", "threshold", "evaluate"],
     "export": list(Config.__annotations__),

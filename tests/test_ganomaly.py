@@ -87,6 +87,8 @@ def test_get_config_round_trips():
             "defect_head": False,
             "head_filters": 16,
             "head_isize": 0,
+            "head_aspect": "square",
+            "head_size": [],
         },
         "seed": 3,
     }

@@ -26,7 +26,7 @@ def test_head_isize_0_builds_todays_head_weight_for_weight():
     today = build_defect_head(32, 1, 4)
     keras.utils.set_random_seed(3)
     model = GANomaly(32, 1, {**OPTIONS, "head_isize": 0})
-    assert model.head_isize == 32 and not model.head_sized
+    assert model.head_size == (32, 32) and not model.head_sized
     assert [w.shape for w in model.head.weights] == [w.shape for w in today.weights]
     assert [layer.__class__ for layer in model.head.layers] == [
         layer.__class__ for layer in today.layers
@@ -35,26 +35,30 @@ def test_head_isize_0_builds_todays_head_weight_for_weight():
     assert not same.head_sized
 
 
-def test_a_larger_head_reads_pairs_and_maps_at_its_size():
+@pytest.mark.parametrize(
+    ("head", "size"),
+    [({"head_isize": 64}, (64, 64)), ({"head_isize": 32, "head_size": [32, 80]}, (32, 80))],
+)
+def test_a_larger_head_reads_pairs_and_maps_at_its_size(head, size):
     keras.utils.set_random_seed(0)
-    model = GANomaly(32, 1, {**OPTIONS, "head_isize": 64})
+    model = GANomaly(32, 1, {**OPTIONS, **head})
     optimizer = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
     model.compile(optimizer(), optimizer(), h_optimizer=optimizer())
     images = tf.random.uniform((4, 32, 32, 1), -1, 1)
-    head_images = tf.random.uniform((4, 64, 64, 1), -1, 1)
-    masks = tf.zeros((4, 64, 64, 1))
+    head_images = tf.random.uniform((4, *size, 1), -1, 1)
+    masks = tf.zeros((4, *size, 1))
     labelled = ((images[:2], head_images[:2]), masks[:2], tf.ones(2))
     out = model.train_step(((images, head_images), images, masks, *labelled))
     assert np.isfinite(float(out["head_loss"]))
     scorer = Scorer(model, {"kind": "head_residual"})
-    assert scorer.map_size == (64, 64)
+    assert scorer.map_size == size
     scorer.calibrate([(images, head_images)])
-    assert scorer.score((images, head_images))["anomaly_map"].shape == (4, 64, 64)
-    with pytest.raises(ValueError, match="reads images of 64 px"):
+    assert scorer.score((images, head_images))["anomaly_map"].shape == (4, *size)
+    with pytest.raises(ValueError, match=r"reads images of \[\d+, \d+\] px"):
         scorer.score(images)
     # A kind that does not read the head maps at its size too (where the masks are).
     residual = Scorer(model, {"kind": "residual"})
-    assert residual.score((images, head_images))["anomaly_map"].shape == (4, 64, 64)
+    assert residual.score((images, head_images))["anomaly_map"].shape == (4, *size)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +66,8 @@ def test_a_larger_head_reads_pairs_and_maps_at_its_size():
     [
         (["model.head_isize=40"], "head_isize must be 0 or a multiple of 16.*got 40"),
         (["model.head_isize=-16"], "head_isize must be 0 or a multiple of 16.*got -16"),
+        (["model.head_aspect=wide"], "head_aspect must be one of .*got 'wide'"),
+        (["model.head_size=[64,40]"], r"head_size must be \[height, width\].*got \[64, 40\]"),
     ],
 )
 def test_bad_head_sizes_are_refused_quoting_the_value(overrides, message):
@@ -69,9 +75,10 @@ def test_bad_head_sizes_are_refused_quoting_the_value(overrides, message):
         tiny_config("train.synthetic_anomalies=0.5", *overrides)
 
 
-def _manifest(labelled: int) -> pd.DataFrame:
-    rows = [("train", 0)] * 3 + [("train", 1)] * labelled + [("test", 1)]
-    return pd.DataFrame(rows, columns=["split", "label"])
+def _manifest(labelled: int, height: int = 100, width: int = 100) -> pd.DataFrame:
+    rows = [("train", 0, height, width)] * 3 + [("train", 1, height, width)] * labelled
+    rows += [("test", 1, height, width)]
+    return pd.DataFrame(rows, columns=["split", "label", "height", "width"])
 
 
 @pytest.mark.parametrize(
@@ -98,13 +105,32 @@ def test_head_isize_applies_to_a_head_reading_larger_whole_images(overrides, lab
     assert preprocess.larger_head_isize(config, _manifest(labelled)) == expected
 
 
+@pytest.mark.parametrize(
+    ("overrides", "frames", "expected"),
+    [
+        ([], (1280, 512), [64, 64]),  # square unless asked
+        (["model.head_aspect=keep"], (1280, 512), [160, 64]),  # 2.5:1, the long side x 2.5
+        (["model.head_aspect=keep"], (512, 1280), [64, 160]),
+        (["model.head_aspect=keep"], (330, 290), [80, 64]),  # 1.14: to a multiple of 16
+        (["model.head_aspect=keep"], (300, 310), [64, 64]),
+        (["model.head_aspect=keep", "preprocess.resize=letterbox"], (1280, 512), [64, 64]),
+        (["model.head_size=[48,96]"], (1280, 512), [48, 96]),  # as the user set it
+        (["model.head_isize=0", "model.head_size=[48,96]"], (1280, 512), [48, 96]),
+    ],
+)
+def test_the_heads_size_keeps_the_frames_aspect_when_asked(overrides, frames, expected):
+    config = tiny_config("train.synthetic_anomalies=0.5", "model.head_isize=64", *overrides)
+    assert preprocess.head_size(config, _manifest(2, *frames)) == expected
+
+
 @pytest.fixture(scope="module")
 def large_head_run(tmp_path_factory, mlflow_uri, data_dir):
-    """The five stages on the tiny valve seats, the head at twice the generator's size."""
+    """The five stages on the tiny valve seats, the head larger, and not square."""
     config = tiny_config(
         "data.labelled_defects=2",
         "model.head_filters=4",
         "model.head_isize=64",
+        "model.head_size=[64,96]",
         "train.epochs=1",
     )
     return config, run_all_stages(tmp_path_factory, config, "large-head")
@@ -113,10 +139,10 @@ def large_head_run(tmp_path_factory, mlflow_uri, data_dir):
 def test_the_records_hold_both_sizes(large_head_run):
     _, run_path = large_head_run
     info = records.read_info(run_path / "preprocess")
-    assert info["spec"]["isize"] == 32 and info["head_isize"] == 64
+    assert info["spec"]["isize"] == 32 and info["head_size"] == [64, 96]
     example = next(iter(records.read_split(run_path / "preprocess", "test")))
-    assert example["image"].shape == (32, 32, 1) and example["head_image"].shape == (64, 64, 1)
-    assert example["mask"].shape == (64, 64) and example["roi"].shape == (64, 64)
+    assert example["image"].shape == (32, 32, 1) and example["head_image"].shape == (64, 96, 1)
+    assert example["mask"].shape == (64, 96) and example["roi"].shape == (64, 96)
 
 
 def test_the_saved_model_maps_at_the_heads_size_as_the_scorer_did(large_head_run):
@@ -125,11 +151,11 @@ def test_the_saved_model_maps_at_the_heads_size_as_the_scorer_did(large_head_run
     files = [open(p, "rb").read() for p in scores["path"]]
     served = tf.saved_model.load(str(run_path / "export" / "ganomaly" / "1"))
     out = served.signatures["serving_bytes"](encoded=tf.constant(files))
-    assert out["anomaly_map"].shape == (4, 64, 64)
+    assert out["anomaly_map"].shape == (4, 64, 96)
     np.testing.assert_allclose(out["score"].numpy(), scores["score"], rtol=1e-4, atol=1e-4)
     card_file = run_path / "export" / "ganomaly" / "1" / "assets" / "ganomaly.json"
     card = json.loads(card_file.read_text())
-    assert card["map_size"] == [64, 64] and card["head_isize"] == 64
+    assert card["map_size"] == [64, 96] and card["head_size"] == [64, 96]
     # The map itself: the scorer on the preprocessed records, the SavedModel on the files.
     config = records.with_resolved_spec(config, run_path / "preprocess")
     scorer = modeling.load_scorer(config, run_path / "train", run_path / "evaluate")

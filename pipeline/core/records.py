@@ -8,8 +8,8 @@ One record per image: the model input (float32 ``[isize, isize, C]`` in
 ground-truth masks on the same grid (uint8 0/1), label,
 defect type and source path. ``preprocess.json`` beside the shards holds the
 spec and each split's shards and counts. With a defect head at a larger
-``head_isize`` (``preprocess.json``'s ``head_isize``, 0 without) a record also holds
-``head_image``, the same image preprocessed at that size by the same function, and
+``head_isize`` (``preprocess.json``'s ``head_size``, ``[H, W]``; absent without) a record
+also holds ``head_image``, the same image preprocessed at that size by the same function, and
 its ROI and ground-truth masks are at that size: the grid of the anomaly maps.
 """
 
@@ -79,15 +79,14 @@ LABELLED_SCORE_KIND = "head_residual"  # the head with the residual: README, Lab
 LABELLED_SYNTHETIC_SHARE = 0.5
 
 
-def head_isize(info: dict) -> int:
-    """The defect head's image side the records hold images for; 0: the generator's."""
-    return int(info.get("head_isize", 0))
+def head_size(info: dict) -> tuple[int, ...]:
+    """``(H, W)`` of the defect head's images the records hold; ``()``: none, the generator's."""
+    return tuple(int(s) for s in info.get("head_size", ()))
 
 
 def map_grid(info: dict) -> tuple[int, int]:
     """``(H, W)`` of the records' ROI and masks: the head's size, or ``map_size``."""
-    side = head_isize(info)
-    return (side, side) if side else tuple(map_size(info["spec"]))
+    return head_size(info) or tuple(map_size(info["spec"]))
 
 
 def model_inputs(example: dict):
@@ -123,12 +122,16 @@ def with_resolved_spec(config, preprocess_dir: Path):
     """``config`` as the stages after preprocess run it.
 
     With what preprocess resolved (``channels: auto``, an empty ``tiles_image``, the
-    head's size it stored images for: ``model.head_isize``, 0 where it does not
-    apply) and what labelled defects turn on (``labelled_settings``).
+    head's size it stored images for: ``model.head_size`` and its short side
+    ``model.head_isize``, ``[]`` and 0 where it does not apply) and what labelled
+    defects turn on (``labelled_settings``).
     """
     p = config.preprocess
     if (Path(preprocess_dir) / INFO_FILE).is_file():
-        model = dataclasses.replace(config.model, head_isize=head_isize(read_info(preprocess_dir)))
+        size = head_size(read_info(preprocess_dir))
+        model = dataclasses.replace(
+            config.model, head_isize=min(size, default=0), head_size=list(size)
+        )
         config = dataclasses.replace(config, model=model)
     unresolved = {
         "channels": p.channels == "auto",
@@ -149,7 +152,7 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
     """The records of one split as a dataset of dicts (unbatched, in manifest order)."""
     info = read_info(preprocess_dir)
     (height, width), channels = map_size(info["spec"]), info["spec"]["channels"]
-    grid, side = map_grid(info), head_isize(info)
+    grid, head = map_grid(info), head_size(info)
     files = [str(Path(preprocess_dir) / name) for name in info["splits"][split]["shards"]]
 
     def parse(serialized):
@@ -157,9 +160,9 @@ def read_split(preprocess_dir: Path, split: str) -> tf.data.Dataset:
         ex["image"] = tf.reshape(
             tf.io.decode_raw(ex["image"], tf.float32), (height, width, channels)
         )
-        if side:
+        if head:
             ex["head_image"] = tf.reshape(
-                tf.io.decode_raw(ex["head_image"], tf.float32), (side, side, channels)
+                tf.io.decode_raw(ex["head_image"], tf.float32), (*head, channels)
             )
         else:
             del ex["head_image"]

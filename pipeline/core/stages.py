@@ -82,7 +82,7 @@ STAGES: tuple[Stage, ...] = (
         "preprocess",
         reads=("ingest",),
         # The defect head's size: preprocess stores the images at it too.
-        sections=(*_PREPROCESS, "model.head_isize"),
+        sections=(*_PREPROCESS, "model.head_isize", "model.head_aspect", "model.head_size"),
         summary="preprocess into TFRecords",
         writes=(
             Output("preprocess.json", "the preprocessing spec and each split's shards and counts"),
