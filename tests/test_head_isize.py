@@ -186,3 +186,9 @@ def test_labelled_defects_are_transplanted_at_the_heads_size_onto_clean_hosts():
     np.testing.assert_allclose(small[:1].numpy(), expected.numpy(), atol=1e-6)
     np.testing.assert_array_equal(head[1].numpy(), defects[1][1].numpy())
     np.testing.assert_array_equal(small[1].numpy(), defects[0][1].numpy())
+
+
+def test_records_of_a_square_head_from_before_head_size_still_read():
+    assert records.head_size({"head_isize": 64}) == (64, 64)
+    assert records.head_size({"head_size": [64, 160]}) == (64, 160)
+    assert records.head_size({}) == () and records.map_grid({"spec": {"isize": 32}}) == (32, 32)

@@ -80,8 +80,12 @@ LABELLED_SYNTHETIC_SHARE = 0.5
 
 
 def head_size(info: dict) -> tuple[int, ...]:
-    """``(H, W)`` of the defect head's images the records hold; ``()``: none, the generator's."""
-    return tuple(int(s) for s in info.get("head_size", ()))
+    """``(H, W)`` of the defect head's images the records hold; ``()``: none, the generator's.
+
+    Records written before the head could keep the aspect say ``head_isize``: a square.
+    """
+    side = info.get("head_isize", 0)
+    return tuple(int(s) for s in info.get("head_size", [side, side] if side else []))
 
 
 def map_grid(info: dict) -> tuple[int, int]:
