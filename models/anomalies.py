@@ -182,10 +182,10 @@ def _patch_fills(images: tf.Tensor, seed) -> tf.Tensor:
     batch = tf.shape(images)[0]
     other = tf.roll(images, shift=1, axis=0)
     turns = tf.cast(_stateless([batch, 1, 1, 1], seeds[0]) * 4, tf.int32)
-    # A quarter turn would not fit a long frame: there none or a half.
-    ks = range(4) if images.shape[1] == images.shape[2] else (0, 2)
-    turns = turns if len(ks) == 4 else turns // 2 * 2
-    other = sum(tf.where(turns == k, tf.image.rot90(other, k), 0.0) for k in ks)
+    quarters = range(4)
+    if images.shape[1] != images.shape[2]:  # a quarter turn would not fit: none or a half
+        turns, quarters = turns // 2 * 2, (0, 2)
+    other = sum(tf.where(turns == k, tf.image.rot90(other, k), 0.0) for k in quarters)
     # crop_and_resize: a box of 50-100% of the side at a random place (zoom 1-2x, shifted).
     side = _stateless([batch, 1], seeds[1], 0.5, 1.0)
     corner = _stateless([batch, 2], seeds[2]) * (1.0 - side)

@@ -42,6 +42,11 @@ HEAD_ASPECTS = ("square", "keep")
 ROI_SHAPES = ("none", "box", "circle")
 
 
+def _is_side(value) -> bool:
+    """A network side: an int, a multiple of 16 of at least 32 (the U-Nets halve it thrice)."""
+    return isinstance(value, int) and value >= 32 and value % 16 == 0
+
+
 @dataclass
 class ModelOptions:
     """GANomaly networks (DCGAN-style, the paper's defaults): the ``model`` config section."""
@@ -69,14 +74,14 @@ class ModelOptions:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.extra_layers < 0:
             raise ValueError(f"extra_layers must be >= 0, got {self.extra_layers!r}")
-        if self.head_isize and (self.head_isize < 32 or self.head_isize % 16):
+        if self.head_isize and not _is_side(self.head_isize):
             raise ValueError(
                 f"head_isize must be 0 or a multiple of 16 of at least 32, got {self.head_isize!r}"
             )
         if self.head_aspect not in HEAD_ASPECTS:
             raise ValueError(f"head_aspect must be one of {HEAD_ASPECTS}, got {self.head_aspect!r}")
         if self.head_size and not (
-            len(self.head_size) == 2 and all(s >= 32 and s % 16 == 0 for s in self.head_size)
+            len(self.head_size) == 2 and all(_is_side(s) for s in self.head_size)
         ):
             raise ValueError(
                 f"head_size must be [height, width], multiples of 16 of at least 32, "

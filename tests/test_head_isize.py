@@ -68,6 +68,7 @@ def test_a_larger_head_reads_pairs_and_maps_at_its_size(head, size):
         (["model.head_isize=-16"], "head_isize must be 0 or a multiple of 16.*got -16"),
         (["model.head_aspect=wide"], "head_aspect must be one of .*got 'wide'"),
         (["model.head_size=[64,40]"], r"head_size must be \[height, width\].*got \[64, 40\]"),
+        (["model.head_size=[64,x]"], r"head_size must be \[height, width\].*got \[64, 'x'\]"),
     ],
 )
 def test_bad_head_sizes_are_refused_quoting_the_value(overrides, message):

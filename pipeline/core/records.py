@@ -109,8 +109,14 @@ def labelled_settings(config, preprocess_dir: Path) -> dict[str, object]:
     Empty without labelled defects, when the config already reads the head, or
     before preprocess has run (the stage that needs it says so).
     """
-    info_file = Path(preprocess_dir) / INFO_FILE
-    if not info_file.is_file() or not read_info(preprocess_dir)["splits"]["train"].get("abnormal"):
+    if not (Path(preprocess_dir) / INFO_FILE).is_file():
+        return {}
+    return _labelled_changes(config, read_info(preprocess_dir))
+
+
+def _labelled_changes(config, info: dict) -> dict[str, object]:
+    """``labelled_settings`` from a read ``preprocess.json``."""
+    if not info["splits"]["train"].get("abnormal"):
         return {}
     changes: dict[str, object] = {}
     if not config.model.defect_head:
@@ -128,11 +134,13 @@ def with_resolved_spec(config, preprocess_dir: Path):
     With what preprocess resolved (``channels: auto``, an empty ``tiles_image``, the
     head's size it stored images for: ``model.head_size`` and its short side
     ``model.head_isize``, ``[]`` and 0 where it does not apply) and what labelled
-    defects turn on (``labelled_settings``).
+    defects turn on (``labelled_settings``). ``preprocess.json`` is read once.
     """
     p = config.preprocess
+    info = None
     if (Path(preprocess_dir) / INFO_FILE).is_file():
-        size = head_size(read_info(preprocess_dir))
+        info = read_info(preprocess_dir)
+        size = head_size(info)
         model = dataclasses.replace(
             config.model, head_isize=min(size, default=0), head_size=list(size)
         )
@@ -142,10 +150,10 @@ def with_resolved_spec(config, preprocess_dir: Path):
         "tiles_image": bool(p.tiles) and not p.tiles_image,
     }
     if any(unresolved.values()):
-        spec = read_info(preprocess_dir)["spec"]
+        spec = (info or read_info(preprocess_dir))["spec"]  # no preprocess yet: its error
         resolved = {key: spec[key] for key, pending in unresolved.items() if pending}
         config = dataclasses.replace(config, preprocess=dataclasses.replace(p, **resolved))
-    for key, value in labelled_settings(config, preprocess_dir).items():
+    for key, value in (_labelled_changes(config, info) if info else {}).items():
         section, name = key.split(".")
         changed = dataclasses.replace(getattr(config, section), **{name: value})
         config = dataclasses.replace(config, **{section: changed})
