@@ -101,7 +101,7 @@ class ScoreOptions:
     """How an image (and each pixel) is scored: the ``score`` config section."""
 
     kind: str = "residual"
-    smoothing_sigma: float = 2.0  # Gaussian blur of the maps, in pixels at isize
+    smoothing_sigma: float = 2.0  # Gaussian blur, in each map's pixels (the head's at its size)
     topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
     pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
 
