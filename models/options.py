@@ -101,7 +101,10 @@ class ScoreOptions:
     """How an image (and each pixel) is scored: the ``score`` config section."""
 
     kind: str = "residual"
-    smoothing_sigma: float = 2.0  # Gaussian blur, in each map's pixels (the head's at its size)
+    smoothing_sigma: float = 2.0  # Gaussian blur of the generator's maps, in pixels at isize
+    # The defect head's map, in its pixels: the head learns where a defect is, so it is not
+    # noise to average away, and a blur thins out the few pixels of a thin crack.
+    head_smoothing_sigma: float = 2.0
     topk_fraction: float = 0.01  # image score = mean of the top pixels of the map
     pixel_norm: bool = True  # standardise maps per pixel position (README: measurements)
 
@@ -109,8 +112,9 @@ class ScoreOptions:
         """Raises ValueError, quoting the bad value, for options no scorer can have."""
         if self.kind not in SCORE_KINDS:
             raise ValueError(f"kind must be one of {SCORE_KINDS}, got {self.kind!r}")
-        if self.smoothing_sigma < 0:
-            raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma!r}")
+        for name in ("smoothing_sigma", "head_smoothing_sigma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 < self.topk_fraction <= 1.0:
             raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction!r}")
 

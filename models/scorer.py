@@ -157,7 +157,7 @@ class Scorer(keras.layers.Layer):
         if self.head is not None:
             head_input = images if head_images is None else head_images
             logits = ops.cast(self.head([head_input, reconstruction], training=False), "float32")
-            raw["head"] = scoring.head_map(logits, sigma)
+            raw["head"] = scoring.head_map(logits, self.options.head_smoothing_sigma)
         return raw
 
     def _to_head_size(self, maps):

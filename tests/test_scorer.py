@@ -50,6 +50,7 @@ def _calibrated(model, calibration, **options) -> tuple[Scorer, dict]:
     [
         ({"kind": "foo"}, "kind", "foo"),
         ({"smoothing_sigma": -0.5}, "smoothing_sigma", -0.5),
+        ({"head_smoothing_sigma": -1.0}, "head_smoothing_sigma", -1.0),
         ({"topk_fraction": 0.0}, "topk_fraction", 0.0),
         ({"topk_fraction": 1.5}, "topk_fraction", 1.5),
     ],
@@ -119,6 +120,25 @@ def test_each_kind_computes_only_its_maps(model, kind):
     # The discriminator and the head are part of the scorer (and of an export) only when read.
     assert (scorer.discriminator is not None) == (kind == "discriminator")
     assert (scorer.head is not None) == ("head" in MAPS_OF_KIND[kind])
+
+
+def test_the_head_map_has_its_own_smoothing(model):
+    images = _images(2, seed=4)
+
+    def raw(**options):
+        return _np(Scorer(model, ScoreOptions(kind="head_residual", **options)).raw_scores(images))
+
+    sharp = raw(smoothing_sigma=2.0, head_smoothing_sigma=0.0)
+    blurred = raw(smoothing_sigma=2.0, head_smoothing_sigma=2.0)
+    residual_changed = raw(smoothing_sigma=1.0, head_smoothing_sigma=0.0)
+    logits = np.asarray(model.head([images, sharp["reconstruction"]], training=False))
+    # Unsmoothed, the head's map is its logits; smoothed, it is their blur.
+    np.testing.assert_allclose(sharp["head"], logits, rtol=1e-5, atol=1e-5)
+    assert blurred["head"].std() < 0.9 * sharp["head"].std()
+    # score.smoothing_sigma smooths the generator's maps only.
+    np.testing.assert_allclose(residual_changed["head"], sharp["head"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(residual_changed["residual"], sharp["residual"])
+    np.testing.assert_allclose(blurred["residual"], sharp["residual"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
