@@ -99,6 +99,7 @@ def compiled_model(config: Config) -> GANomaly:
         w_con=options.w_con,
         w_enc=options.w_enc,
         h_optimizer=adam() if model.head is not None else None,
+        label_topk_fraction=config.score.topk_fraction,
     )
     model.build_optimizers()
     return model

@@ -120,12 +120,18 @@ class GANomaly(keras.Model):
         w_con: float = 50.0,
         w_enc: float = 1.0,
         h_optimizer: keras.optimizers.Optimizer | None = None,
+        label_topk_fraction: float = 0.01,
         **kwargs,
     ) -> None:
         """Sets one optimizer per network and the generator's loss weights.
 
         ``h_optimizer`` trains the defect head; required when the model has one.
+        ``label_topk_fraction``: the share of the head's map an image-labelled
+        defect's multiple-instance loss pools; the image score's
+        (``score.topk_fraction``), so training pushes up what scoring reads.
         """
+        if not 0.0 < label_topk_fraction <= 1.0:
+            raise ValueError(f"label_topk_fraction must be in (0, 1], got {label_topk_fraction!r}")
         if (self.head is None) != (h_optimizer is None):
             raise ValueError(
                 f"h_optimizer must be given exactly when the model has a defect head "
@@ -135,6 +141,7 @@ class GANomaly(keras.Model):
         super().compile(optimizer=g_optimizer, **kwargs)
         self.g_optimizer, self.d_optimizer, self.h_optimizer = g_optimizer, d_optimizer, h_optimizer
         self.w_adv, self.w_con, self.w_enc = w_adv, w_con, w_enc
+        self.label_topk_fraction = label_topk_fraction
 
     @property
     def optimizers(self) -> list:
@@ -269,7 +276,7 @@ class GANomaly(keras.Model):
         return (
             losses.segmentation_loss(target, logits[:count])
             + losses.labelled_segmentation_loss(defect_target, logits[count:], has_mask)
-            + losses.top_k_label_loss(logits[count:], 1.0 - has_mask)
+            + losses.top_k_label_loss(logits[count:], 1.0 - has_mask, self.label_topk_fraction)
         )
 
     def train_step(self, data):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from models.scoring import topk_mean
+
 
 def adversarial_loss(real_features, fake_features):
     """Feature matching: mean squared distance of the discriminator's features."""
@@ -89,15 +91,14 @@ def top_k_label_loss(logits, weights, fraction: float = 0.01):
     """Multiple-instance loss of image-labelled defects: their top pixels must say defect.
 
     Only the image is known to be defective, not where: the mean logit of its
-    ``fraction`` highest pixels (the image score's pooling) is pushed towards 1.
+    ``fraction`` highest pixels (``scoring.topk_mean``, the image score's pooling)
+    is pushed towards 1.
 
     Args:
         logits: ``[B, H, W]`` the head's logits.
         weights: ``[B]``, 1 for the image-labelled defects, 0 for the rest.
-        fraction: share of the pixels pooled.
+        fraction: share of the pixels pooled (``score.topk_fraction``).
     """
-    flat = ops.reshape(logits, (ops.shape(logits)[0], -1))
-    k = max(1, int(round(fraction * flat.shape[1])))
-    pooled = ops.mean(ops.top_k(flat, k)[0], axis=1)
+    pooled = topk_mean(logits, fraction)
     bce = ops.binary_crossentropy(ops.ones_like(pooled)[:, None], pooled[:, None], True)[:, 0]
     return ops.sum(bce * weights) / (ops.sum(weights) + 1e-6)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from components.train import compiled_model
 from models.anomalies import KINDS, corrupt
 from models.ganomaly import GANomaly
 from models.scorer import Scorer
@@ -46,6 +47,24 @@ def test_compile_asks_for_the_heads_optimizer_exactly_when_there_is_a_head():
         GANomaly(**HEAD).compile(g_optimizer=_adam(), d_optimizer=_adam())
     with pytest.raises(ValueError, match="defect_head=False"):
         GANomaly(isize=32).compile(g_optimizer=_adam(), d_optimizer=_adam(), h_optimizer=_adam())
+
+
+def test_compile_refuses_a_label_pooling_share_outside_0_to_1():
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"label_topk_fraction.*got {share!r}"):
+            GANomaly(**HEAD).compile(
+                g_optimizer=_adam(),
+                d_optimizer=_adam(),
+                h_optimizer=_adam(),
+                label_topk_fraction=share,
+            )
+
+
+def test_the_train_stage_pools_image_labels_as_the_image_score_does():
+    config = tiny_config(
+        "model.defect_head=true", "train.synthetic_anomalies=0.5", "score.topk_fraction=0.003"
+    )
+    assert compiled_model(config).label_topk_fraction == 0.003
 
 
 def test_the_training_state_holds_the_head_and_its_optimizer():

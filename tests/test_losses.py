@@ -106,3 +106,15 @@ def test_labelled_segmentation_loss_weighs_a_small_defect_as_much_as_a_large_one
     assert _value(found_both) < 0.05
     assert _value(miss_small) == pytest.approx(_value(miss_large), rel=0.1)
     assert _value(miss_small) > 2.0
+
+
+def test_top_k_label_loss_pools_the_share_it_is_given():
+    # One pixel of 100 says defect (logit 10), the rest say not (-10). Pooling the top 1%
+    # reads that pixel alone: the image label is met. The top 10% averages it with nine
+    # others to (10 - 90) / 10 = -8: the loss is about BCE(1, -8) = 8.
+    logits = np.full((2, 10, 10), -10.0, "float32")
+    logits[:, 4, 4] = 10.0
+    weights = _t([1.0, 0.0])  # the second image is not image-labelled: it does not count
+    assert _value(losses.top_k_label_loss(_t(logits), weights, fraction=0.01)) < 1e-3
+    pooled_wide = _value(losses.top_k_label_loss(_t(logits), weights, fraction=0.1))
+    assert pooled_wide == pytest.approx(8.0 + math.log1p(math.exp(-8.0)), rel=1e-4)
