@@ -34,7 +34,7 @@ from models.networks import (
     build_generator,
     float32_outputs,
 )
-from models.options import ModelOptions, as_dict, from_dict
+from models.options import ModelOptions, as_dict, check_share, from_dict
 
 # The discriminator is re-initialised when its loss collapses below this,
 # as in the original code: a perfect discriminator gives no useful gradient.
@@ -130,8 +130,7 @@ class GANomaly(keras.Model):
         defect's multiple-instance loss pools; the image score's
         (``score.topk_fraction``), so training pushes up what scoring reads.
         """
-        if not 0.0 < label_topk_fraction <= 1.0:
-            raise ValueError(f"label_topk_fraction must be in (0, 1], got {label_topk_fraction!r}")
+        check_share("label_topk_fraction", label_topk_fraction)
         if (self.head is None) != (h_optimizer is None):
             raise ValueError(
                 f"h_optimizer must be given exactly when the model has a defect head "

@@ -42,6 +42,12 @@ HEAD_ASPECTS = ("square", "keep")
 ROI_SHAPES = ("none", "box", "circle")
 
 
+def check_share(name: str, value: float) -> None:
+    """Raises ValueError, quoting ``value``, unless ``0 < value <= 1`` (a share of a map)."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
 def _is_side(value) -> bool:
     """A network side: an int, a multiple of 16 of at least 32 (the U-Nets halve it thrice)."""
     return isinstance(value, int) and value >= 32 and value % 16 == 0
@@ -115,8 +121,7 @@ class ScoreOptions:
         for name in ("smoothing_sigma", "head_smoothing_sigma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 < self.topk_fraction <= 1.0:
-            raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction!r}")
+        check_share("topk_fraction", self.topk_fraction)
 
     @property
     def map_kinds(self) -> tuple[str, ...]:
