@@ -49,6 +49,15 @@ from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.records import model_inputs, read_split
 
 BATCH_SIZE = 64
+# A scoring batch holds at most the map pixels of 64 maps of 128 x 320 (mvtec.yaml's head
+# on long frames): a head at 256 x 640 in batches of 64 took over 24 GiB and was killed.
+MAX_BATCH_PIXELS = BATCH_SIZE * 128 * 320
+
+
+def scoring_batch_size(map_size: tuple[int, int]) -> int:
+    """Images per scoring batch for maps of ``map_size``: ``BATCH_SIZE``, fewer where large."""
+    height, width = map_size
+    return max(1, min(BATCH_SIZE, MAX_BATCH_PIXELS // (height * width)))
 
 
 # What ``score_records`` keeps by default: every scorer output and record field that
@@ -76,7 +85,7 @@ def score_records(
         ``{key: array}`` for every key of ``outputs`` and ``fields``, in record order.
     """
     columns: dict[str, list] = {key: [] for key in (*outputs, *fields)}
-    for batch in examples.batch(BATCH_SIZE):
+    for batch in examples.batch(scoring_batch_size(scorer.map_size)):
         out = scorer.score(model_inputs(batch))
         for key in outputs:
             columns[key].append(ops.convert_to_numpy(out[key]))
@@ -200,7 +209,9 @@ class Evaluation:
 def evaluate_scorer(scorer, config: Config, preprocess_dir: Path) -> Evaluation:
     """Calibrates on validation normals, thresholds on validation, scores test."""
     val_normals = read_split(preprocess_dir, "val").filter(lambda ex: ex["label"] == 0)
-    statistics = scorer.calibrate(val_normals.map(model_inputs).batch(BATCH_SIZE))
+    statistics = scorer.calibrate(
+        val_normals.map(model_inputs).batch(scoring_batch_size(scorer.map_size))
+    )
     val = score_split(scorer, preprocess_dir, "val")
     threshold, origin = choose_threshold(config, val)
     test = score_split(scorer, preprocess_dir, "test")

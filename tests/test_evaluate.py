@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 
 from components.evaluate import (
+    BATCH_SIZE,
+    MAX_BATCH_PIXELS,
     choose_threshold,
     image_metrics,
     pixel_auroc_per_type,
     pixel_metrics,
+    scoring_batch_size,
     verified_sources,
 )
 from pipeline.core.config import load_config
@@ -30,6 +33,14 @@ def _split(labels, scores, defect_types=None):
         "anomaly_map": np.zeros((len(labels), 4, 4)),
         "roi": np.ones((len(labels), 4, 4), np.uint8),
     }
+
+
+def test_scoring_batches_shrink_as_maps_grow_and_never_to_zero():
+    assert scoring_batch_size((64, 64)) == BATCH_SIZE
+    assert scoring_batch_size((320, 128)) == BATCH_SIZE  # mvtec.yaml's head on long frames
+    assert scoring_batch_size((640, 256)) == BATCH_SIZE // 4
+    assert scoring_batch_size((640, 256)) * 640 * 256 <= MAX_BATCH_PIXELS
+    assert scoring_batch_size((8192, 8192)) == 1
 
 
 def test_quantile_threshold_uses_validation_normals_only():
