@@ -50,7 +50,7 @@ from pipeline.core.records import model_inputs, read_split
 
 BATCH_SIZE = 64
 # A scoring batch holds at most the map pixels of 64 maps of 128 x 320 (mvtec.yaml's head
-# on long frames): a head at 256 x 640 in batches of 64 took over 24 GiB and was killed.
+# on long frames): a head at 256 x 640 in batches of 64 filled a 24 GB machine and was killed.
 MAX_BATCH_PIXELS = BATCH_SIZE * 128 * 320
 
 
